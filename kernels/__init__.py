@@ -1,0 +1,56 @@
+"""Fused GoPT prompter kernels (Triton) and the PyTorch references they must match.
+
+``group_merge`` and ``prompt_inject`` dispatch on ``backend``:
+"torch" runs the reference, "triton" the fused kernel, "auto" Triton when the tensors
+are on a CUDA device and Triton is importable, else the reference.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from .reference import group_merge_reference, prompt_inject_reference
+
+BACKENDS = ("torch", "triton", "auto")
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_usable(device) -> bool:
+    """Triton can run on ``device``: a CUDA device, or any device under TRITON_INTERPRET=1."""
+    if not triton_available():
+        return False
+    return getattr(device, "type", str(device)) == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def resolve_backend(backend: str, device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"kernel_backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        cuda = getattr(device, "type", str(device)) == "cuda"
+        return "triton" if cuda and triton_available() else "torch"
+    if backend == "triton" and not triton_usable(device):
+        why = "triton is not installed" if not triton_available() else (
+            f"tensors are on {device}, and Triton needs a CUDA device (or TRITON_INTERPRET=1)")
+        raise ValueError(f"kernel_backend='triton' cannot run here: {why}")
+    return backend
+
+
+def group_merge(*args, backend: str = "torch"):
+    """CUP hard group merge (eq. 8-10); see ``reference.group_merge_reference``."""
+    if resolve_backend(backend, args[0].device) == "triton":
+        from .group_merge import group_merge_triton
+
+        return group_merge_triton(*args)
+    return group_merge_reference(*args)
+
+
+def prompt_inject(*args, backend: str = "torch"):
+    """ACP cross-attention + injection (eq. 11-14, 3); see ``reference.prompt_inject_reference``."""
+    if resolve_backend(backend, args[0].device) == "triton":
+        from .prompt_inject import prompt_inject_triton
+
+        return prompt_inject_triton(*args)
+    return prompt_inject_reference(*args)

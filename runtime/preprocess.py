@@ -1,0 +1,106 @@
+"""Frame preprocessing and label-map postprocessing with OpenCV and numpy (no torch).
+
+Sensor frames in, model-space float32 tensors out, and back. The one place that knows
+how each modality's raw values become the values the model's ``aux_mean``/``aux_std``
+were computed on:
+
+- thermal: uint8 as is (0-255); uint16 scaled by 1/257 onto 0-255; float32 as is.
+- depth: uint16 millimetres or float32 metres, both to metres; 0 is a hole.
+  Holes are filled with the normalisation mean, so they enter the model as 0.
+- hha: H x W x 3 uint8, 0-255.  sar: uint8 / uint16 (scaled to 0-255) / float32.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def _check_frame(name: str, x, channels: int | None, dtypes: tuple) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(x).__name__}")
+    if x.dtype not in dtypes:
+        raise ValueError(f"{name} must be {' or '.join(np.dtype(d).name for d in dtypes)}, got {x.dtype}")
+    if channels == 1 and x.ndim == 3 and x.shape[2] == 1:
+        x = x[..., 0]
+    want = "H x W" if channels == 1 else f"H x W x {channels}"
+    if (channels == 1 and x.ndim != 2) or (channels not in (None, 1) and (x.ndim != 3 or x.shape[2] != channels)):
+        raise ValueError(f"{name} must be {want}, got shape {x.shape}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} is empty (shape {x.shape})")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values"
+                         + ("; mark depth holes as 0 (np.nan_to_num(depth, nan=0))" if "depth" in name else ""))
+    return x
+
+
+def _resize(x: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+    h, w = size
+    if x.shape[:2] == (h, w):
+        return x
+    return cv2.resize(x, (w, h), interpolation=interpolation)
+
+
+def preprocess_rgb(image: np.ndarray, size, mean, std, color_order: str = "bgr") -> np.ndarray:
+    """H x W x 3 uint8 -> [1, 3, h, w] float32, RGB order, (x - mean) / std on 0-255 values."""
+    image = _check_frame("rgb", image, 3, (np.uint8,))
+    if color_order not in ("bgr", "rgb"):
+        raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
+    if color_order == "bgr":
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    x = _resize(image, size, cv2.INTER_LINEAR).astype(np.float32)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def decode_aux(aux: np.ndarray, modality: str, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw sensor values -> (H x W x C float32 model units, hole mask or None)."""
+    if modality == "depth":
+        aux = _check_frame("depth", aux, 1, (np.uint16, np.float32))
+        metres = aux.astype(np.float32) / 1000.0 if aux.dtype == np.uint16 else aux
+        return metres[..., None], metres <= 0
+    name = modality
+    aux = _check_frame(name, aux, channels, (np.uint8, np.uint16, np.float32))
+    x = aux.astype(np.float32)
+    if aux.dtype == np.uint16:
+        x /= 257.0  # 16-bit sensor range onto the 8-bit range the statistics use
+    return (x[..., None] if x.ndim == 2 else x), None
+
+
+def preprocess_aux(aux: np.ndarray, size, mean, std, modality: str = "thermal") -> np.ndarray:
+    """Raw auxiliary frame -> [1, C, h, w] float32, normalised; depth holes become 0."""
+    channels = len(mean)
+    x, holes = decode_aux(aux, modality, channels)
+    # Depth: nearest, so that holes and edges are not blended into false depths.
+    interpolation = cv2.INTER_NEAREST if modality == "depth" else cv2.INTER_LINEAR
+    x = _resize(x, size, interpolation).reshape(size[0], size[1], channels)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    if holes is not None:
+        x[_resize(holes.astype(np.uint8), size, cv2.INTER_NEAREST).astype(bool)] = 0.0
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def check_pair(rgb: np.ndarray, aux: np.ndarray) -> None:
+    if isinstance(rgb, np.ndarray) and isinstance(aux, np.ndarray) and rgb.shape[:2] != aux.shape[:2]:
+        raise ValueError(f"rgb and aux frames must have the same size, got rgb {rgb.shape[1]}x{rgb.shape[0]} "
+                         f"and aux {aux.shape[1]}x{aux.shape[0]} (W x H)")
+
+
+def labels_to_frame(labels: np.ndarray, size) -> np.ndarray:
+    """[h, w] label map -> [H, W] uint8 at the frame's size (nearest neighbour)."""
+    return _resize(labels.astype(np.uint8), size, cv2.INTER_NEAREST)
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """A fixed, distinct BGR colour per class (class 0 black)."""
+    rng = np.random.default_rng(12345)
+    colours = rng.integers(40, 256, size=(max(num_classes, 1), 3), dtype=np.uint8)
+    colours[0] = 0
+    return colours
+
+
+def colorize(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return palette(num_classes)[labels]
+
+
+def overlay(bgr: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
+    return cv2.addWeighted(bgr, 1 - alpha, colorize(labels, num_classes), alpha, 0)
