@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 
 import torch
 
@@ -28,9 +29,11 @@ def read_torch_file(path, trust_pickle: bool = False) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: holds pickled Python objects beyond tensors and plain containers "
-            f"({str(e).splitlines()[0][:120]}); pass trust_pickle=True only if you trust its source") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found is None:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or another format)") from None
+        raise CheckpointError(f"{path}: holds a pickled Python object ({found.group(1)}) beyond tensors and "
+                              "plain containers; pass trust_pickle=True only if you trust its source") from None
     except Exception as e:  # truncated or not a torch file at all
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):

@@ -12,12 +12,18 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
-from kernels.reference import cross_attend, group_logits, merge_groups
+from kernels.reference import cross_attend, group_logits, merge_groups, one_hot
 
 
-def straight_through_assign(logits: torch.Tensor) -> torch.Tensor:
-    """Training assignment: Gumbel(0, 1) noise, tau 1, hard one-hot forward, soft backward."""
-    return F.gumbel_softmax(logits.float(), tau=1.0, hard=True, dim=-1).to(logits.dtype)
+def straight_through_assign(logits: torch.Tensor, noise: torch.Tensor | None = None,
+                            tau: float = 1.0) -> torch.Tensor:
+    """Training assignment (eq. 8-9): ``soft = softmax((logits + g) / tau)`` with Gumbel(0, 1)
+    noise g; the value is the one-hot of its argmax, the gradient is the soft one's."""
+    if noise is None:
+        noise = -torch.empty_like(logits, dtype=torch.float32).exponential_().log()
+    soft = torch.softmax((logits.float() + noise) / tau, dim=-1)
+    hard = one_hot(soft.argmax(-1), soft.shape[-1], soft.dtype)
+    return (hard - soft.detach() + soft).to(logits.dtype)
 
 
 def _weights(*linears: nn.Linear):

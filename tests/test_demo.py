@@ -1,0 +1,26 @@
+"""The README's main job on the bundled sample, as a user runs it."""
+import os
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    ckpt = tmp_path / "demo.pt"
+    out = subprocess.run([sys.executable, "demo.py", "--checkpoint", str(ckpt), "--out", str(tmp_path / "out"),
+                          "--runs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "UNTRAINED" in out.stdout
+    assert "pytorch eager" in out.stdout
+    overlay = cv2.imread(str(tmp_path / "out" / "overlay.png"))
+    assert overlay.shape == (480, 640, 3)
+    import torch
+
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["format"] == "gopt/1" and saved["config"]["untrained"] is True
+    assert "UNTRAINED" in saved["config"]["description"]
