@@ -1,0 +1,1 @@
+"""Export to ONNX (`python -m export.onnx`) and TensorRT (`python -m export.tensorrt`)."""

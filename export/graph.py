@@ -1,0 +1,163 @@
+"""ONNX graph hygiene after export: shape folding, metadata, the TensorRT op check, fp16."""
+from __future__ import annotations
+
+import warnings
+
+import onnx
+
+from runtime.metadata import META_KEY, ModelInfo
+from .trt_ops import TRT10_MAX_OPSET, TRT10_RESIZE_MODES, TRT10_SUPPORTED_OPS
+
+# Ops whose inputs and outputs stay fp32 in an fp16 model: normalisation and softmax
+# overflow or lose too much in fp16, and every argmax must see fp32 scores.
+FP32_OPS = ("LayerNormalization", "Softmax", "ArgMax", "ReduceMean", "Erf", "Pow", "Sqrt")
+# Between a producing MatMul / Conv and an ArgMax, these only move or rescale values: the
+# whole chain is kept in fp32 so that the argmax input is computed in fp32.
+_PASS_THROUGH = {"Add", "Sub", "Mul", "Div", "Resize", "Transpose", "Reshape", "Squeeze", "Unsqueeze",
+                 "Slice", "Cast", "Identity", "Relu"}
+_PRODUCERS = {"MatMul", "Gemm", "Conv"}
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant-fold shape arithmetic and drop dead nodes (onnxslim), keeping the model valid."""
+    import onnxslim
+
+    slim = onnxslim.slim(model)
+    onnx.checker.check_model(slim)
+    return slim
+
+
+def set_metadata(model: onnx.ModelProto, info: ModelInfo) -> None:
+    for prop in list(model.metadata_props):
+        if prop.key == META_KEY:
+            model.metadata_props.remove(prop)
+    model.metadata_props.add(key=META_KEY, value=info.to_json())
+    model.producer_name = "mmseg-deploy"
+
+
+def op_types(model: onnx.ModelProto) -> set[str]:
+    ops = set()
+
+    def visit(graph):
+        for node in graph.node:
+            ops.add(node.op_type)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+
+    visit(model.graph)
+    return ops
+
+
+def tensorrt_problems(model: onnx.ModelProto) -> list[str]:
+    """Everything in the graph that TensorRT 10's ONNX parser would reject."""
+    problems = [f"op {op} is not supported by TensorRT 10" for op in sorted(op_types(model) - TRT10_SUPPORTED_OPS)]
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset > TRT10_MAX_OPSET:
+        problems.append(f"opset {opset} is above TensorRT 10's {TRT10_MAX_OPSET}")
+    for node in model.graph.node:
+        if node.op_type == "Resize":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            mode = attrs.get("mode", b"nearest")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            if mode not in TRT10_RESIZE_MODES:
+                problems.append(f"Resize {node.name} uses mode {mode!r} (TensorRT: nearest, linear)")
+            if attrs.get("antialias", 0):
+                problems.append(f"Resize {node.name} uses antialiasing")
+    return problems
+
+
+def _argmax_input_chain(model: onnx.ModelProto) -> set[str]:
+    producer = {out: node for node in model.graph.node for out in node.output}
+    initializers = {t.name for t in model.graph.initializer}
+    keep, stack = set(), [n.input[0] for n in model.graph.node if n.op_type == "ArgMax"]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in keep:
+            continue
+        keep.add(node.name)
+        if node.op_type in _PASS_THROUGH:
+            stack.extend(i for i in node.input if i and i not in initializers)
+        elif node.op_type not in _PRODUCERS:
+            continue
+    return keep
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 weights and activations, fp32 inputs / outputs, LayerNorm, softmax and every argmax
+    input (with the MatMul / Conv that computes it) kept in fp32."""
+    from onnxconverter_common import float16
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    del model.graph.value_info[:]  # stale float32 annotations would shadow the converter's own
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+    keep = _argmax_input_chain(model)
+    # An explicit Cast to float32 (an upcast written in the model) is kept as it is; the
+    # converter then casts its result down, which it does not do for unblocked Casts.
+    keep |= {n.name for n in model.graph.node if n.op_type == "Cast" and
+             onnx.helper.get_attribute_value(n.attribute[0]) == onnx.TensorProto.FLOAT}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "float32 number ... will be truncated": tiny weights to fp16
+        model = float16.convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=list(FP32_OPS), node_block_list=sorted(keep))
+    _restore_fp32_outputs(model)
+    _feed_fp32(model, keep)
+    return model
+
+
+def _feed_fp32(model: onnx.ModelProto, keep: set[str]) -> None:
+    """Make the mixed-precision graph type-consistent the way the policy intends.
+
+    Every kept node reads fp32: a Cast-to-fp16 in front of it is bypassed (its fp32 source
+    is used directly, so no fp16 rounding reaches an argmax), any other fp16 input is
+    upcast. Every other node reads fp16: an fp32 initializer it shares with a kept node
+    (weights deduplicated by the graph optimiser) gets an fp16 copy.
+    """
+    from onnx import numpy_helper
+
+    FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    initializers = {t.name: t for t in model.graph.initializer}
+    types.update({name: t.data_type for name, t in initializers.items()})
+    producer = {o: n for n in model.graph.node for o in n.output}
+    nodes, copies = [], {}
+    for node in model.graph.node:
+        kept = node.name in keep or node.op_type in FP32_OPS
+        for i, name in enumerate(node.input):
+            if kept and types.get(name) == FLOAT16:
+                src = producer.get(name)
+                if src is not None and src.op_type == "Cast" and types.get(src.input[0]) == FLOAT:
+                    node.input[i] = src.input[0]
+                else:
+                    up = f"{node.name}_fp32_in{i}"
+                    nodes.append(onnx.helper.make_node("Cast", [name], [up], to=FLOAT, name=up))
+                    node.input[i] = up
+            elif (not kept and name in initializers and types[name] == FLOAT and node.op_type != "Cast"
+                  and any(types.get(other) == FLOAT16 for other in node.input)):
+                if name not in copies:
+                    half = numpy_helper.to_array(initializers[name]).astype("float16")
+                    copies[name] = numpy_helper.from_array(half, name + "_fp16")
+                node.input[i] = name + "_fp16"
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(copies.values())
+    onnx.checker.check_model(model)
+
+
+def _restore_fp32_outputs(model: onnx.ModelProto) -> None:
+    """Graph outputs the converter left in fp16 (those shared with a kept fp32 chain) are cast back."""
+    for out in model.graph.output:
+        if out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16:
+            continue
+        inner = out.name + "_fp16"
+        for node in model.graph.node:
+            node.output[:] = [inner if o == out.name else o for o in node.output]
+            node.input[:] = [inner if i == out.name else i for i in node.input]
+        model.graph.node.append(onnx.helper.make_node("Cast", [inner], [out.name], to=onnx.TensorProto.FLOAT,
+                                                      name=out.name + "_to_fp32"))
+        out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT

@@ -1,0 +1,318 @@
+"""Export a trained checkpoint to ONNX and check it against PyTorch with ONNX Runtime.
+
+    python -m export.onnx CKPT [--base BASE] [-o OUT] [--img-size H W] [--opset N]
+                          [--batch N | --dynamic-batch] [--fp16] [--no-check]
+
+GoPT (``gopt/1``): one graph, ``rgb`` [B, 3, H, W] + ``aux`` [B, C_m, H, W] (normalised
+float32) -> ``logits`` [B, K, H, W] and ``labels`` [B, H, W] uint8.
+SimCMF (official delta + ``--base`` SAM checkpoint, or a full state dict): two graphs,
+``OUT.encoder.onnx`` (x -> embeddings) and ``OUT.decoder.onnx`` (embeddings, clicks ->
+low-res logits, IoU), LoRA folded, the padding point added inside the decoder.
+Everything a runtime needs travels in the files' metadata. Exit status: 0 exported and
+within tolerance, 1 beyond tolerance, 2 bad arguments or checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from runtime.metadata import ModelFileError, ModelInfo, TensorSpec
+from . import graph, parity
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+DEFAULT_OPSET = 18
+
+
+class Progress:
+    """One line per slow step, with its duration."""
+
+    def __init__(self, total: int):
+        self.total, self.step = total, 0
+
+    @contextlib.contextmanager
+    def __call__(self, what: str):
+        self.step += 1
+        print(f"[{self.step}/{self.total}] {what} ...", end="", flush=True)
+        t0 = time.perf_counter()
+        yield
+        print(f" {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def versions() -> dict:
+    import onnxruntime
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        project = version("mmseg-deploy")
+    except PackageNotFoundError:
+        project = "source"
+    return {"mmseg_deploy": project, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "exporter": "torch.onnx (dynamo)"}
+
+
+def detect_checkpoint(path: str, base: str | None):
+    """(kind, payload): "gopt" with a loaded model, or "simcmf" with its loader's result."""
+    from models.checkpoint import CheckpointError, load_gopt, read_torch_file
+
+    obj = read_torch_file(path)
+    if obj.get("format") == "gopt/1":
+        return "gopt", load_gopt(path)
+    if "state_dict" in obj or any(k.startswith(("image_encoder.", "mask_decoder.")) for k in obj):
+        from models.simcmf_checkpoint import load_simcmf
+
+        return "simcmf", load_simcmf(path, base=base)
+    raise CheckpointError(f"{path}: unknown checkpoint kind (neither gopt/1 nor a SimCMF checkpoint); "
+                          f"top-level keys: {sorted(obj)[:10]}")
+
+
+def export_graph(module: nn.Module, args: tuple, path: Path, inputs: list[TensorSpec],
+                 outputs: list[TensorSpec], opset: int) -> onnx.ModelProto:
+    """torch.onnx (dynamo) with the named dynamic axes of ``inputs``; returns the slimmed model."""
+    dims = {}
+    dynamic_shapes = {}
+    for spec in inputs:
+        axes = spec.dynamic_axes()
+        dynamic_shapes[spec.name] = {
+            i: dims.setdefault(label, torch.export.Dim(label, min=1, max=4096)) for i, label in axes.items()
+        } or None
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, args, input_names=[t.name for t in inputs], output_names=[t.name for t in outputs],
+            dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True, external_data=False,
+            verbose=False)
+    model = program.model_proto
+    return graph.simplify(model)
+
+
+def finish(model: onnx.ModelProto, info: ModelInfo, path: Path, fp16: bool) -> onnx.ModelProto:
+    if fp16:
+        model = graph.to_fp16(model)
+    problems = graph.tensorrt_problems(model)
+    if problems:
+        print("warning: TensorRT 10 would reject this graph: " + "; ".join(problems), file=sys.stderr)
+    graph.set_metadata(model, info)
+    onnx.save(model, str(path))
+    return model
+
+
+def ort_session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # an export bug: say so in one line instead of ORT's trace
+        raise ModelFileError(f"{path}: ONNX Runtime cannot load the exported graph: "
+                             f"{str(e).splitlines()[0][:300]}") from None
+
+
+# ---- GoPT ---------------------------------------------------------------------------------------
+
+class GoPTGraph(nn.Module):
+    """The exported GoPT: logits and the uint8 label map, argmax inside the graph in fp32."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, rgb, aux):
+        logits = self.model(rgb, aux)
+        return logits, logits.float().argmax(1).to(torch.uint8)
+
+
+def gopt_info(model, batch, precision: str) -> ModelInfo:
+    cfg = model.config
+    H, W = cfg.img_size
+    K = cfg.num_classes
+    return ModelInfo(
+        kind="gopt", config=cfg.to_dict(), precision=precision,
+        variant=f"GoPT D={cfg.embed_dim} depth={cfg.depth} RGB-{cfg.modality} K={K}",
+        inputs=[TensorSpec("rgb", [batch, 3, H, W], "float32"),
+                TensorSpec("aux", [batch, cfg.aux_channels, H, W], "float32")],
+        outputs=[TensorSpec("logits", [batch, K, H, W], "float32"), TensorSpec("labels", [batch, H, W], "uint8")],
+        versions=versions())
+
+
+def export_gopt(model, out: Path, batch: int | str = 1, opset: int = DEFAULT_OPSET, fp16: bool = False,
+                progress: Progress | None = None) -> ModelInfo:
+    """Write ``out`` (one graph). ``batch``: a fixed size, or "batch" for a dynamic axis."""
+    progress = progress or Progress(2)
+    cfg = model.config
+    if cfg.num_classes > 256:
+        raise ValueError(f"the labels output is uint8: at most 256 classes, the model has {cfg.num_classes}")
+    model = model.eval().float()
+    model.kernel_backend = "torch"  # the export traces the PyTorch formulation (standard ONNX ops)
+    info = gopt_info(model, batch, "fp16" if fp16 else "fp32")
+    example_batch = 2 if isinstance(batch, str) else batch
+    rgb, aux = gopt_random_inputs(cfg, example_batch, seed=0)
+    with progress(f"exporting GoPT {cfg.img_size[0]}x{cfg.img_size[1]} to {out}"):
+        onnx_model = export_graph(GoPTGraph(model), (torch.from_numpy(rgb), torch.from_numpy(aux)), out,
+                                  info.inputs, info.outputs, opset)
+        finish(onnx_model, info, out, fp16)
+    return info
+
+
+def gopt_random_inputs(cfg, batch: int, seed: int):
+    rng = np.random.default_rng(seed)
+    H, W = cfg.img_size
+    return (rng.standard_normal((batch, 3, H, W), dtype=np.float32),
+            rng.standard_normal((batch, cfg.aux_channels, H, W), dtype=np.float32))
+
+
+def gopt_sample_inputs(cfg):
+    """The bundled real frame of the model's modality, preprocessed as the runtime does."""
+    import cv2
+
+    from runtime.preprocess import preprocess_aux, preprocess_rgb
+
+    if cfg.modality == "thermal" and cfg.aux_channels == 1:
+        frame = cv2.imread(str(SAMPLES / "mfnet_01234N.png"), cv2.IMREAD_UNCHANGED)
+        bgr, aux = frame[..., :3], frame[..., 3]
+    elif cfg.modality == "depth" and cfg.aux_channels == 1:
+        bgr = cv2.imread(str(SAMPLES / "esanet_rgb.png"), cv2.IMREAD_COLOR)
+        aux = cv2.imread(str(SAMPLES / "esanet_depth.png"), cv2.IMREAD_UNCHANGED)
+    else:
+        return None
+    return (preprocess_rgb(bgr, cfg.img_size, cfg.rgb_mean, cfg.rgb_std),
+            preprocess_aux(aux, cfg.img_size, cfg.aux_mean, cfg.aux_std, cfg.modality))
+
+
+def check_gopt(model, path: Path, info: ModelInfo, batch: int, progress: Progress) -> list[parity.Parity]:
+    """ONNX Runtime vs PyTorch fp32 on random inputs and on the bundled real frame."""
+    cfg = model.config
+    session = ort_session(path)
+    cases = [("random", gopt_random_inputs(cfg, batch, seed=1))]
+    sample = gopt_sample_inputs(cfg)
+    if sample is not None:
+        cases.append((f"real {cfg.modality} frame", sample))
+    else:
+        print(f"(no bundled {cfg.modality} sample with {cfg.aux_channels} channels: random inputs only)")
+    results = []
+    for name, (rgb, aux) in cases:
+        with progress(f"checking on {name} inputs (ONNX Runtime vs PyTorch)"):
+            logits, labels = session.run(["logits", "labels"], {"rgb": rgb, "aux": aux})
+            with torch.inference_mode():
+                ref = model(torch.from_numpy(rgb), torch.from_numpy(aux)).float()
+            ref_labels = ref.argmax(1).numpy()
+            results.append(parity.compare(f"{name}: logits", logits, ref.numpy(), (labels, ref_labels)))
+    return results
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+def default_output(ckpt: str, fp16: bool) -> Path:
+    stem = Path(ckpt).with_suffix("")
+    return Path(f"{stem}{'.fp16' if fp16 else ''}.onnx")
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint")
+    ap.add_argument("--base", help="SAM ViT-B checkpoint (sam_vit_b_01ec64.pth) for a SimCMF delta")
+    ap.add_argument("-o", "--output", help="output .onnx path (SimCMF: OUT.encoder.onnx / OUT.decoder.onnx)")
+    ap.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"),
+                    help="GoPT input size (default: the checkpoint's img_size)")
+    ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--batch", type=int, default=1)
+    group.add_argument("--dynamic-batch", action="store_true")
+    ap.add_argument("--fp16", action="store_true", help="fp16 model; LayerNorm, softmax, argmax inputs stay fp32")
+    ap.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    args = ap.parse_args(argv)
+    if args.batch < 1:
+        ap.error(f"--batch must be >= 1, got {args.batch}")
+    if not 14 <= args.opset <= 20:
+        ap.error(f"--opset must be between 14 and 20 (TensorRT 10 reads up to 20), got {args.opset}")
+    return args
+
+
+def run(args) -> int:
+    from models.checkpoint import CheckpointError
+
+    progress = Progress(2 if args.no_check else 4)
+    try:
+        with progress(f"loading {args.checkpoint}"):
+            kind, loaded = detect_checkpoint(args.checkpoint, args.base)
+    except (CheckpointError, ModelFileError, ValueError) as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 2
+    batch = "batch" if args.dynamic_batch else args.batch
+    check_batch = 3 if args.dynamic_batch else args.batch
+    tol = parity.FP16 if args.fp16 else parity.FP32
+    if kind == "gopt":
+        model = loaded
+        print(f"found gopt/1: {model.config.description or 'GoPT'} "
+              f"(D={model.config.embed_dim}, depth {model.config.depth}, {model.config.num_classes} classes, "
+              f"RGB-{model.config.modality})")
+        if model.config.untrained:
+            print("note: this checkpoint is marked UNTRAINED (seeded random weights)")
+        try:
+            if args.img_size:
+                model.set_img_size(args.img_size)
+            out = Path(args.output) if args.output else default_output(args.checkpoint, args.fp16)
+            info = export_gopt(model, out, batch, args.opset, args.fp16, progress)
+        except ValueError as e:
+            print(f"\nerror: {e}", file=sys.stderr)
+            return 2
+        report(info, out)
+        if args.no_check:
+            return 0
+        try:
+            results = check_gopt(model, out, info, check_batch, progress)
+        except ModelFileError as e:
+            print(f"\nerror: {e}", file=sys.stderr)
+            return 1
+    else:
+        from .simcmf_onnx import check_simcmf, export_simcmf
+
+        model, description = loaded
+        print(f"found SimCMF: {description}")
+        stem = Path(args.output).with_suffix("") if args.output else Path(args.checkpoint).with_suffix("")
+        if str(stem).endswith((".encoder", ".decoder")):
+            stem = Path(str(stem).rsplit(".", 1)[0])
+        infos, paths = export_simcmf(model, stem, batch, args.opset, args.fp16, progress)
+        for info, path in zip(infos, paths):
+            report(info, path)
+        if args.no_check:
+            return 0
+        results = check_simcmf(model, paths, check_batch, progress)
+    print()
+    for r in results:
+        print(("  ok   " if tol.passes(r) else "  FAIL ") + r.line())
+    if all(tol.passes(r) for r in results):
+        print(f"within tolerance ({'fp16: label agreement >= 99.5%' if args.fp16 else 'fp32: max-abs <= 1e-4'})")
+        return 0
+    print("beyond tolerance: do not deploy this export", file=sys.stderr)
+    return 1
+
+
+def report(info: ModelInfo, path: Path) -> None:
+    mb = os.path.getsize(path) / 2**20
+    ops = sorted(graph.op_types(onnx.load(str(path), load_external_data=False)))
+    print(f"wrote {path} ({mb:.1f} MiB, {info.precision}, {len(ops)} op types, "
+          f"inputs {', '.join(f'{t.name}{t.shape}' for t in info.inputs)})")
+
+
+def main(argv=None) -> None:
+    sys.exit(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

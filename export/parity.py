@@ -1,0 +1,53 @@
+"""Exported model vs PyTorch reference: the numbers an export is trusted by."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Parity:
+    """Differences of one output on one input set."""
+
+    name: str
+    max_abs: float  # max |ours - reference|
+    rel: float  # max_abs / max |reference|
+    label_agreement: float | None = None  # fraction of equal argmax labels, for label outputs
+
+    def line(self) -> str:
+        s = f"{self.name:<28} max-abs {self.max_abs:.3g}  rel {self.rel:.3g}"
+        if self.label_agreement is not None:
+            s += f"  labels agree {100 * self.label_agreement:.3f}%"
+        return s
+
+
+def compare(name: str, ours: np.ndarray, reference: np.ndarray, labels: tuple | None = None) -> Parity:
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    if ours.shape != reference.shape:
+        raise ValueError(f"{name}: shape {ours.shape} differs from the reference {reference.shape}")
+    max_abs = float(np.abs(ours - reference).max()) if ours.size else 0.0
+    scale = float(np.abs(reference).max()) if reference.size else 0.0
+    agreement = None
+    if labels is not None:
+        agreement = float((np.asarray(labels[0]) == np.asarray(labels[1])).mean())
+    return Parity(name, max_abs, max_abs / max(scale, 1e-12), agreement)
+
+
+@dataclass
+class Tolerance:
+    """What an export may differ by. fp32: accumulation-order rounding; fp16: half-precision
+    activations, judged by the label maps (a hard argmax may flip at a near-tie)."""
+
+    max_abs: float | None  # None: logits are not judged by value (fp16)
+    min_label_agreement: float
+
+    def passes(self, p: Parity) -> bool:
+        ok = self.max_abs is None or p.max_abs <= self.max_abs
+        if p.label_agreement is not None:
+            ok = ok and p.label_agreement >= self.min_label_agreement
+        return ok
+
+
+FP32 = Tolerance(max_abs=1e-4, min_label_agreement=0.999)
+FP16 = Tolerance(max_abs=None, min_label_agreement=0.995)

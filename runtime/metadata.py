@@ -1,0 +1,94 @@
+"""What an exported model carries about itself, so that a runtime needs nothing else.
+
+One JSON document is stored under the ONNX ``metadata_props`` key ``mmseg_deploy`` (and
+copied into a TensorRT engine's sidecar JSON): the model kind, its configuration
+(input size, normalisation, modality, class names), the graph's inputs and outputs with
+their dynamic axes, the precision, and the versions that exported it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+META_KEY = "mmseg_deploy"
+SCHEMA = "mmseg-deploy/1"
+KINDS = ("gopt", "simcmf_encoder", "simcmf_decoder")
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used: missing, corrupt, or without this project's metadata."""
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list  # ints for fixed axes, names ("batch", "num_points") for dynamic ones
+    dtype: str  # numpy dtype name: "float32", "float16", "uint8", "int64"
+
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: s for i, s in enumerate(self.shape) if isinstance(s, str)}
+
+
+@dataclass
+class ModelInfo:
+    kind: str
+    config: dict
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    precision: str = "fp32"
+    variant: str = ""
+    companion: str | None = None  # SimCMF: the file name of the other graph of the pair
+    versions: dict = field(default_factory=dict)
+    schema: str = SCHEMA
+
+    def __post_init__(self):
+        self.inputs = [t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.inputs]
+        self.outputs = [t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.outputs]
+        if self.kind not in KINDS:
+            raise ModelFileError(f"unknown model kind {self.kind!r}; expected one of {KINDS}")
+
+    @property
+    def untrained(self) -> bool:
+        return bool(self.config.get("untrained", False))
+
+    def input(self, name: str) -> TensorSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+    def output(self, name: str) -> TensorSpec:
+        return next(t for t in self.outputs if t.name == name)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model") -> "ModelInfo":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ModelFileError(f"{source}: its {META_KEY} metadata is not valid JSON ({e})") from None
+        if d.get("schema") != SCHEMA:
+            raise ModelFileError(f"{source}: metadata schema {d.get('schema')!r}, this runtime reads {SCHEMA!r}")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ModelFileError(f"{source}: malformed {META_KEY} metadata ({e})") from None
+
+
+def info_from_metadata_map(props: dict, source: str) -> ModelInfo:
+    if META_KEY not in props:
+        raise ModelFileError(f"{source}: no {META_KEY!r} metadata; export the model with "
+                             "`python -m export.onnx` so that it carries its configuration")
+    return ModelInfo.from_json(props[META_KEY], source)
+
+
+def read_onnx_info(path) -> ModelInfo:
+    """The metadata of an ONNX file (the graph's weights are not needed for this)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such file") from None
+    except Exception as e:
+        raise ModelFileError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+    return info_from_metadata_map({p.key: p.value for p in model.metadata_props}, str(path))
