@@ -28,7 +28,7 @@ import onnx
 import torch
 from torch import nn
 
-from runtime.metadata import ModelFileError, ModelInfo, TensorSpec
+from runtime.metadata import ModelFileError, ModelInfo, TensorSpec, gopt_model_info
 from . import graph, parity
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
@@ -136,19 +136,6 @@ class GoPTGraph(nn.Module):
         return logits, logits.float().argmax(1).to(torch.uint8)
 
 
-def gopt_info(model, batch, precision: str) -> ModelInfo:
-    cfg = model.config
-    H, W = cfg.img_size
-    K = cfg.num_classes
-    return ModelInfo(
-        kind="gopt", config=cfg.to_dict(), precision=precision,
-        variant=f"GoPT D={cfg.embed_dim} depth={cfg.depth} RGB-{cfg.modality} K={K}",
-        inputs=[TensorSpec("rgb", [batch, 3, H, W], "float32"),
-                TensorSpec("aux", [batch, cfg.aux_channels, H, W], "float32")],
-        outputs=[TensorSpec("logits", [batch, K, H, W], "float32"), TensorSpec("labels", [batch, H, W], "uint8")],
-        versions=versions())
-
-
 def export_gopt(model, out: Path, batch: int | str = 1, opset: int = DEFAULT_OPSET, fp16: bool = False,
                 progress: Progress | None = None) -> ModelInfo:
     """Write ``out`` (one graph). ``batch``: a fixed size, or "batch" for a dynamic axis."""
@@ -158,7 +145,7 @@ def export_gopt(model, out: Path, batch: int | str = 1, opset: int = DEFAULT_OPS
         raise ValueError(f"the labels output is uint8: at most 256 classes, the model has {cfg.num_classes}")
     model = model.eval().float()
     model.kernel_backend = "torch"  # the export traces the PyTorch formulation (standard ONNX ops)
-    info = gopt_info(model, batch, "fp16" if fp16 else "fp32")
+    info = gopt_model_info(cfg.to_dict(), batch, "fp16" if fp16 else "fp32", versions())
     example_batch = 2 if isinstance(batch, str) else batch
     rgb, aux = gopt_random_inputs(cfg, example_batch, seed=0)
     with progress(f"exporting GoPT {cfg.img_size[0]}x{cfg.img_size[1]} to {out}"):

@@ -1,5 +1,13 @@
 """Deployment runtime: preprocessing, backends and the ``Segmenter`` that robots call.
 
-Importing ``runtime`` never imports PyTorch: the ONNX Runtime and TensorRT paths run
-on machines without it.
+    from runtime import Segmenter
+    seg = Segmenter("gopt_rgbt.onnx")     # .engine / .plan -> TensorRT, .onnx -> ONNX Runtime, .pt -> PyTorch
+    labels = seg.run(bgr, thermal)
+
+Importing ``runtime`` never imports PyTorch: the ONNX Runtime and TensorRT paths run on
+machines without it.
 """
+from .metadata import ModelFileError, ModelInfo, read_onnx_info
+from .segmenter import Segmenter
+
+__all__ = ["Segmenter", "ModelInfo", "ModelFileError", "read_onnx_info"]

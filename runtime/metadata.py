@@ -74,6 +74,18 @@ class ModelInfo:
             raise ModelFileError(f"{source}: malformed {META_KEY} metadata ({e})") from None
 
 
+def gopt_model_info(config: dict, batch: int | str, precision: str = "fp32", versions: dict | None = None) -> ModelInfo:
+    """The GoPT graph's description: rgb + aux in, logits + uint8 labels out."""
+    H, W = config["img_size"]
+    K = config["num_classes"]
+    return ModelInfo(
+        kind="gopt", config=dict(config), precision=precision, versions=dict(versions or {}),
+        variant=f"GoPT D={config['embed_dim']} depth={config['depth']} RGB-{config['modality']} K={K}",
+        inputs=[TensorSpec("rgb", [batch, 3, H, W], "float32"),
+                TensorSpec("aux", [batch, config["aux_channels"], H, W], "float32")],
+        outputs=[TensorSpec("logits", [batch, K, H, W], "float32"), TensorSpec("labels", [batch, H, W], "uint8")])
+
+
 def info_from_metadata_map(props: dict, source: str) -> ModelInfo:
     if META_KEY not in props:
         raise ModelFileError(f"{source}: no {META_KEY!r} metadata; export the model with "

@@ -104,3 +104,26 @@ def colorize(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 def overlay(bgr: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
     return cv2.addWeighted(bgr, 1 - alpha, colorize(labels, num_classes), alpha, 0)
+
+
+def preprocess_image(image: np.ndarray, channels: int, side: int, mean, std, scale: str | None = None,
+                     color_order: str = "bgr", rgb_first: bool = False) -> np.ndarray:
+    """SimCMF: H x W x C image -> [1, C, side, side] float32, stretched to the square input
+    (no aspect-preserving padding, as SimCMF trains) and normalised ``(x - mean) / std``.
+
+    uint8 channels are 8-bit values; they are divided by 255 when the model's statistics
+    are on 0-1 values (``scale`` starting "0-1" or "RGB 0-1"). float32 is taken as already
+    on the statistics' scale. With ``rgb_first`` and BGR colour order, the first three
+    channels are reordered to RGB.
+    """
+    image = _check_frame("image", image, channels, (np.uint8, np.float32))
+    if channels == 1:
+        image = image[..., None]
+    if rgb_first and color_order == "bgr":
+        image = np.concatenate([image[..., 2::-1], image[..., 3:]], axis=-1)
+    x = image.astype(np.float32)
+    if image.dtype == np.uint8 and str(scale or "").startswith(("0-1", "RGB 0-1")):
+        x /= 255.0
+    x = _resize(x, (side, side), cv2.INTER_LINEAR).reshape(side, side, channels)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])

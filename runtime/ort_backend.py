@@ -1,0 +1,65 @@
+"""ONNX Runtime backend: CUDA when a session actually gets it, else the CPU."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+from .backend import Backend, check_feeds
+from .metadata import ModelFileError, info_from_metadata_map
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path, device: str | None = None, providers=None, threads: int | None = None,
+                 optimization: str = "all"):
+        """``device``: None (CUDA if available), "cuda" (required) or "cpu". ``providers``
+        overrides the choice with an explicit ONNX Runtime provider list."""
+        if device not in (None, "cpu", "cuda"):
+            raise ValueError(f"device must be None, 'cpu' or 'cuda', got {device!r}")
+        available = ort.get_available_providers()
+        if providers is None:
+            cuda = "CUDAExecutionProvider" in available and device != "cpu"
+            providers = (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise ValueError(f"device='cuda' needs onnxruntime-gpu with CUDA; this onnxruntime has {available}")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+        opts.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default (physical cores)
+        try:
+            self.session = ort.InferenceSession(os.fspath(path), opts, providers=providers)
+        except Exception as e:
+            raise ModelFileError(f"{path}: ONNX Runtime cannot load it: {str(e).splitlines()[0][:300]}") from None
+        super().__init__(info_from_metadata_map(self.session.get_modelmeta().custom_metadata_map, str(path)))
+        # What the session really runs on, not what was asked for.
+        self.providers = self.session.get_providers()
+        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        if device == "cuda" and self.device != "cuda":
+            raise ValueError(f"{path}: asked for CUDA, but the session runs on {self.providers}")
+        self._io = self.session.io_binding() if self.device == "cuda" else None
+
+    def infer(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        check_feeds(self.inputs, feeds)
+        names = outputs or [t.name for t in self.outputs]
+        if self._io is None:
+            return dict(zip(names, self.session.run(names, feeds)))
+        # CUDA: inputs copied to the device once, only the requested outputs copied back.
+        io = self._io
+        io.clear_binding_inputs()
+        io.clear_binding_outputs()
+        for name, x in feeds.items():
+            io.bind_cpu_input(name, np.ascontiguousarray(x))
+        for name in names:
+            io.bind_output(name, "cpu")
+        self.session.run_with_iobinding(io)
+        return dict(zip(names, io.copy_outputs_to_cpu()))
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeBackend({self.info.kind}, providers={self.providers})"

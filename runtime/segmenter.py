@@ -1,0 +1,189 @@
+"""``Segmenter``: sensor frames in, label maps (GoPT) or click masks (SimCMF) out.
+
+    seg = Segmenter("gopt_rgbt.onnx")            # or .engine / .plan, or a checkpoint .pt
+    labels = seg.run(bgr, thermal)               # H x W uint8 at the frame's own size
+
+The path of a frame: ``run`` -> ``preprocess`` (resize, normalise: preprocess.py) ->
+``backend.infer`` (the model file's backend: ort_backend.py, trt_backend.py,
+torch_backend.py) -> label map resized back to the frame.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .backend import Backend, backend_kind, open_backend
+from .metadata import ModelFileError
+from .preprocess import check_pair, labels_to_frame, preprocess_aux, preprocess_image, preprocess_rgb
+
+
+def open_graphs(path, device=None, providers=None, **options) -> dict[str, Backend]:
+    """{"gopt": backend}, or {"encoder": ..., "decoder": ...} for SimCMF's two graphs."""
+    path = Path(path)
+    if backend_kind(path) == "torch":
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file")
+        from .torch_backend import open_torch_graphs
+
+        return open_torch_graphs(path, device)
+    first = open_backend(path, device, providers, **options)
+    if first.info.kind == "gopt":
+        return {"gopt": first}
+    if not first.info.companion:
+        raise ModelFileError(f"{path}: a {first.info.kind} graph without the name of its companion graph")
+    other = open_backend(path.parent / first.info.companion, device, providers, **options)
+    pair = {first.info.kind: first, other.info.kind: other}
+    if set(pair) != {"simcmf_encoder", "simcmf_decoder"}:
+        raise ModelFileError(f"{path} and {first.info.companion} are not a SimCMF encoder / decoder pair")
+    return {"encoder": pair["simcmf_encoder"], "decoder": pair["simcmf_decoder"]}
+
+
+class Segmenter:
+    def __init__(self, path, device: str | None = None, providers=None, color_order: str = "bgr", **options):
+        """``path``: .engine / .plan (TensorRT), .onnx (ONNX Runtime), .pt / .pth (PyTorch).
+        ``device``: None (the GPU when the backend gets one), "cuda" or "cpu"."""
+        if color_order not in ("bgr", "rgb"):
+            raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
+        self.path = Path(path)
+        self.graphs = open_graphs(path, device, providers, **options)
+        main = self.graphs.get("gopt") or self.graphs["encoder"]
+        self.kind = "gopt" if "gopt" in self.graphs else "simcmf"
+        self.info = main.info
+        self.config = main.info.config
+        self.backend = main.name
+        self.device = main.device
+        self.color_order = color_order
+        self._embedding_key = None
+        self._embedding = None
+
+    def __repr__(self) -> str:
+        return (f"Segmenter({self.path.name}: {self.info.variant or self.kind}, backend={self.backend}, "
+                f"device={self.device}, precision={self.info.precision})")
+
+    def close(self) -> None:
+        for g in self.graphs.values():
+            g.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- GoPT ---------------------------------------------------------------------------------
+
+    def _batch_limits(self) -> int | None:
+        """The graph's fixed batch size, or None when the batch axis is dynamic."""
+        dim = self.info.input("rgb").shape[0]
+        return None if isinstance(dim, str) else dim
+
+    def _gopt_feeds(self, rgb, aux, color_order):
+        cfg = self.config
+        check_pair(rgb, aux)
+        x = preprocess_rgb(rgb, cfg["img_size"], cfg["rgb_mean"], cfg["rgb_std"], color_order or self.color_order)
+        a = preprocess_aux(aux, cfg["img_size"], cfg["aux_mean"], cfg["aux_std"], cfg["modality"])
+        return x, a
+
+    def _infer_gopt(self, rgbs: list[np.ndarray], auxs: list[np.ndarray], want_logits: bool):
+        fixed = self._batch_limits()
+        n = len(rgbs)
+        step = fixed or n
+        labels, logits = [], []
+        for start in range(0, n, step):
+            x, a = np.concatenate(rgbs[start:start + step]), np.concatenate(auxs[start:start + step])
+            used = len(x)
+            if fixed and used < fixed:  # a fixed-batch graph: pad with copies of the last frame
+                x = np.concatenate([x, np.repeat(x[-1:], fixed - used, 0)])
+                a = np.concatenate([a, np.repeat(a[-1:], fixed - used, 0)])
+            out = self.graphs["gopt"].infer({"rgb": x, "aux": a}, ["labels", "logits"] if want_logits else ["labels"])
+            labels.append(out["labels"][:used])
+            if want_logits:
+                logits.append(out["logits"][:used])
+        return np.concatenate(labels), (np.concatenate(logits) if want_logits else None)
+
+    def run(self, image, aux=None, points=None, labels=None, return_logits: bool = False, color_order=None):
+        """GoPT: ``run(rgb, aux) -> labels`` (H x W uint8), ``(labels, logits [K, H, W])`` with
+        ``return_logits``. SimCMF: ``run(image, points=[(x, y), ...]) -> (mask, iou)``."""
+        if self.kind == "simcmf":
+            if aux is not None:
+                raise ValueError("SimCMF takes one H x W x C image; pass clicks with points=[(x, y), ...]")
+            return self._run_simcmf(image, points, labels, return_logits)
+        if aux is None or points is not None or labels is not None:
+            raise ValueError("GoPT takes run(rgb, aux): an RGB frame and its auxiliary frame, no points")
+        out = self.run_batch([(image, aux)], return_logits, color_order)
+        return out[0]
+
+    def run_batch(self, pairs, return_logits: bool = False, color_order=None):
+        """GoPT on a list of (rgb, aux) pairs, batched as the graph allows; one result per pair."""
+        if self.kind != "gopt":
+            raise ValueError("run_batch is for GoPT models")
+        pairs = list(pairs)
+        if not pairs:
+            return []
+        feeds = [self._gopt_feeds(rgb, aux, color_order) for rgb, aux in pairs]
+        lab, logits = self._infer_gopt([f[0] for f in feeds], [f[1] for f in feeds], return_logits)
+        results = []
+        for i, (rgb, _) in enumerate(pairs):
+            size = rgb.shape[:2]
+            frame_labels = labels_to_frame(lab[i], size)
+            if return_logits:
+                results.append((frame_labels, resize_planes(logits[i], size)))
+            else:
+                results.append(frame_labels)
+        return results
+
+    # ---- SimCMF -------------------------------------------------------------------------------
+
+    def set_image(self, image) -> None:
+        """Run the encoder on ``image`` (H x W x C) once; clicks on it then cost one decoder run."""
+        key = _fingerprint(image)
+        if key == self._embedding_key:
+            return
+        cfg = self.config
+        rgb_first = (cfg.get("modality") or "").startswith(("rgb", "pgsnet_rgb"))
+        x = preprocess_image(image, cfg["in_chans"], cfg["img_size"], cfg["pixel_mean"], cfg["pixel_std"],
+                             cfg.get("pixel_scale"), self.color_order, rgb_first)
+        self._embedding = self.graphs["encoder"].infer({"x": x})["embeddings"]
+        self._embedding_key = key
+        self._image_size = image.shape[:2]
+
+    def _run_simcmf(self, image, points, labels, return_logits):
+        if points is None or len(points) == 0:
+            raise ValueError("SimCMF needs at least one click: points=[(x, y), ...] in image pixels")
+        self.set_image(image)
+        H, W = self._image_size
+        pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+        if not np.isfinite(pts).all() or (pts < 0).any() or (pts[:, 0] >= W).any() or (pts[:, 1] >= H).any():
+            raise ValueError(f"points must lie inside the {W}x{H} image as (x, y) pixels, got {pts.tolist()}")
+        lab = np.ones(len(pts), np.int64) if labels is None else np.asarray(labels, np.int64).reshape(-1)
+        if lab.shape != (len(pts),) or not np.isin(lab, (0, 1)).all():
+            raise ValueError(f"labels must be one 0 (background) or 1 (foreground) per point, got {lab.tolist()}")
+        side = self.config["img_size"]
+        coords = pts * np.array([side / W, side / H], np.float32)  # stretched to the square input
+        out = self.graphs["decoder"].infer({"embeddings": self._embedding, "point_coords": coords[None],
+                                            "point_labels": lab[None]})
+        logits = resize_planes(out["low_res_logits"][0], (H, W))[0]
+        mask, iou = logits > 0, float(out["iou"][0, 0])
+        return (mask, iou, logits) if return_logits else (mask, iou)
+
+
+def resize_planes(planes: np.ndarray, size) -> np.ndarray:
+    """[K, h, w] float -> [K, H, W] bilinear (half-pixel centres, as align_corners=False)."""
+    if planes.shape[1:] == tuple(size):
+        return planes
+    K = planes.shape[0]
+    out = np.empty((K, *size), np.float32)
+    for start in range(0, K, 512):  # OpenCV resizes at most 512 channels at once
+        chunk = planes[start:start + 512].transpose(1, 2, 0).astype(np.float32)
+        r = cv2.resize(chunk, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        out[start:start + 512] = r.reshape(*size, -1).transpose(2, 0, 1)
+    return out
+
+
+def _fingerprint(image) -> tuple:
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+    return image.shape, image.dtype.str, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
