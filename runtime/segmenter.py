@@ -10,6 +10,7 @@ torch_backend.py) -> label map resized back to the frame.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -39,6 +40,15 @@ def open_graphs(path, device=None, providers=None, **options) -> dict[str, Backe
     if set(pair) != {"simcmf_encoder", "simcmf_decoder"}:
         raise ModelFileError(f"{path} and {first.info.companion} are not a SimCMF encoder / decoder pair")
     return {"encoder": pair["simcmf_encoder"], "decoder": pair["simcmf_decoder"]}
+
+
+@dataclass
+class Prepared:
+    """A preprocessed GoPT frame pair: model-space tensors and the frame's own size."""
+
+    rgb: np.ndarray  # [1, 3, h, w] float32
+    aux: np.ndarray  # [1, C_m, h, w] float32
+    size: tuple[int, int]  # (H, W) of the original frame
 
 
 class Segmenter:
@@ -118,21 +128,24 @@ class Segmenter:
 
     def run_batch(self, pairs, return_logits: bool = False, color_order=None):
         """GoPT on a list of (rgb, aux) pairs, batched as the graph allows; one result per pair."""
+        return self.run_prepared([self.prepare(rgb, aux, color_order) for rgb, aux in pairs], return_logits)
+
+    def prepare(self, rgb, aux, color_order=None) -> "Prepared":
+        """Check and preprocess one GoPT frame pair (CPU work a pipeline can overlap with inference)."""
         if self.kind != "gopt":
-            raise ValueError("run_batch is for GoPT models")
-        pairs = list(pairs)
-        if not pairs:
+            raise ValueError("prepare / run_batch are for GoPT models")
+        x, a = self._gopt_feeds(rgb, aux, color_order)
+        return Prepared(x, a, rgb.shape[:2])
+
+    def run_prepared(self, prepared: list["Prepared"], return_logits: bool = False):
+        """Inference and postprocessing for prepared frames; one result per frame."""
+        if not prepared:
             return []
-        feeds = [self._gopt_feeds(rgb, aux, color_order) for rgb, aux in pairs]
-        lab, logits = self._infer_gopt([f[0] for f in feeds], [f[1] for f in feeds], return_logits)
+        lab, logits = self._infer_gopt([p.rgb for p in prepared], [p.aux for p in prepared], return_logits)
         results = []
-        for i, (rgb, _) in enumerate(pairs):
-            size = rgb.shape[:2]
-            frame_labels = labels_to_frame(lab[i], size)
-            if return_logits:
-                results.append((frame_labels, resize_planes(logits[i], size)))
-            else:
-                results.append(frame_labels)
+        for i, p in enumerate(prepared):
+            frame_labels = labels_to_frame(lab[i], p.size)
+            results.append((frame_labels, resize_planes(logits[i], p.size)) if return_logits else frame_labels)
         return results
 
     # ---- SimCMF -------------------------------------------------------------------------------
