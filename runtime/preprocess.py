@@ -25,8 +25,9 @@ def _check_frame(name: str, x, channels: int | None, dtypes: tuple) -> np.ndarra
     want = "H x W" if channels == 1 else f"H x W x {channels}"
     if (channels == 1 and x.ndim != 2) or (channels not in (None, 1) and (x.ndim != 3 or x.shape[2] != channels)):
         raise ValueError(f"{name} must be {want}, got shape {x.shape}")
-    if x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"{name} is empty (shape {x.shape})")
+    if x.shape[0] < 2 or x.shape[1] < 2:
+        raise ValueError(f"{name} is empty or a single pixel row / column (shape {x.shape}); "
+                         "expected a frame of at least 2x2")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values"
                          + ("; mark depth holes as 0 (np.nan_to_num(depth, nan=0))" if "depth" in name else ""))
@@ -82,7 +83,8 @@ def preprocess_aux(aux: np.ndarray, size, mean, std, modality: str = "thermal") 
 def check_pair(rgb: np.ndarray, aux: np.ndarray) -> None:
     if isinstance(rgb, np.ndarray) and isinstance(aux, np.ndarray) and rgb.shape[:2] != aux.shape[:2]:
         raise ValueError(f"rgb and aux frames must have the same size, got rgb {rgb.shape[1]}x{rgb.shape[0]} "
-                         f"and aux {aux.shape[1]}x{aux.shape[0]} (W x H)")
+                         f"and aux {aux.shape[1]}x{aux.shape[0]} (W x H); pass resize_aux=True if they "
+                         "cover the same field of view")
 
 
 def labels_to_frame(labels: np.ndarray, size) -> np.ndarray:

@@ -52,9 +52,12 @@ class Prepared:
 
 
 class Segmenter:
-    def __init__(self, path, device: str | None = None, providers=None, color_order: str = "bgr", **options):
+    def __init__(self, path, device: str | None = None, providers=None, color_order: str = "bgr",
+                 resize_aux: bool = False, **options):
         """``path``: .engine / .plan (TensorRT), .onnx (ONNX Runtime), .pt / .pth (PyTorch).
-        ``device``: None (the GPU when the backend gets one), "cuda" or "cpu"."""
+        ``device``: None (the GPU when the backend gets one), "cuda" or "cpu".
+        ``resize_aux``: accept an auxiliary frame of another size than the RGB frame (both are
+        resized to the model's input; only right when the two sensors see the same field)."""
         if color_order not in ("bgr", "rgb"):
             raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
         self.path = Path(path)
@@ -66,6 +69,7 @@ class Segmenter:
         self.backend = main.name
         self.device = main.device
         self.color_order = color_order
+        self.resize_aux = resize_aux
         self._embedding_key = None
         self._embedding = None
 
@@ -92,7 +96,8 @@ class Segmenter:
 
     def _gopt_feeds(self, rgb, aux, color_order):
         cfg = self.config
-        check_pair(rgb, aux)
+        if not self.resize_aux:
+            check_pair(rgb, aux)
         x = preprocess_rgb(rgb, cfg["img_size"], cfg["rgb_mean"], cfg["rgb_std"], color_order or self.color_order)
         a = preprocess_aux(aux, cfg["img_size"], cfg["aux_mean"], cfg["aux_std"], cfg["modality"])
         return x, a

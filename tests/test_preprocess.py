@@ -59,6 +59,7 @@ def test_resize_to_model_size_and_back():
     (lambda: preprocess_aux(np.zeros((4, 4), np.uint8), (4, 4), [0] * 3, [1] * 3, "hha"), "hha must be H x W x 3"),
     (lambda: check_pair(np.zeros((4, 6, 3), np.uint8), np.zeros((4, 5), np.uint8)), "same size"),
     (lambda: preprocess_rgb(np.zeros((0, 4, 3), np.uint8), (4, 4), [0] * 3, [1] * 3), "empty"),
+    (lambda: preprocess_rgb(np.zeros((1, 1, 3), np.uint8), (4, 4), [0] * 3, [1] * 3), "single pixel"),
 ])
 def test_bad_frames(call, message):
     with pytest.raises(ValueError, match=message):

@@ -164,3 +164,12 @@ print("ok", seg.backend)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "ok onnxruntime"
+
+
+def test_resize_aux_option(models_dir, frames):
+    rgb, thermal = frames[0]
+    half = cv2.resize(thermal, (320, 240), interpolation=cv2.INTER_AREA)
+    with pytest.raises(ValueError, match="pass resize_aux=True"):
+        Segmenter(models_dir / "fixed.onnx").run(rgb, half)
+    labels = Segmenter(models_dir / "fixed.onnx", resize_aux=True).run(rgb, half)
+    assert labels.shape == (480, 640)
