@@ -58,10 +58,22 @@ class Segmenter:
         ``device``: None (the GPU when the backend gets one), "cuda" or "cpu".
         ``resize_aux``: accept an auxiliary frame of another size than the RGB frame (both are
         resized to the model's input; only right when the two sensors see the same field)."""
+        self.path = Path(path)
+        self._attach(open_graphs(path, device, providers, **options), color_order, resize_aux)
+
+    @classmethod
+    def from_backends(cls, graphs: dict[str, Backend], name: str = "model", color_order: str = "bgr",
+                      resize_aux: bool = False) -> "Segmenter":
+        """A Segmenter over backends built elsewhere ({"gopt": b} or {"encoder": e, "decoder": d})."""
+        self = cls.__new__(cls)
+        self.path = Path(name)
+        self._attach(graphs, color_order, resize_aux)
+        return self
+
+    def _attach(self, graphs, color_order, resize_aux) -> None:
         if color_order not in ("bgr", "rgb"):
             raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
-        self.path = Path(path)
-        self.graphs = open_graphs(path, device, providers, **options)
+        self.graphs = graphs
         main = self.graphs.get("gopt") or self.graphs["encoder"]
         self.kind = "gopt" if "gopt" in self.graphs else "simcmf"
         self.info = main.info

@@ -40,18 +40,26 @@ class TorchBackend(Backend):
         return {n: r.cpu().numpy() for n, r in zip(names, results) if n in wanted}
 
 
-def gopt_backend(path, device: torch.device) -> TorchBackend:
+def gopt_backend(path_or_model, device: torch.device, kernel_backend: str = "auto", compile: bool = False,
+                 dtype: torch.dtype = torch.float32) -> TorchBackend:
+    """A GoPT checkpoint (or loaded model) as a backend; ``compile`` wraps it in torch.compile,
+    ``dtype`` runs it in half precision (inputs cast on the device, argmax in fp32)."""
     from models import load_gopt
 
-    model = load_gopt(path, kernel_backend="auto").to(device)
-    model.backbone.refresh_pos_embed()
+    model = path_or_model if isinstance(path_or_model, torch.nn.Module) else load_gopt(path_or_model)
+    model.kernel_backend = kernel_backend
+    model = model.to(device=device, dtype=dtype).eval()  # the resized position embedding moves along
+    net = torch.compile(model) if compile else model
 
     def run(rgb, aux):
-        logits = model(rgb, aux).float()
+        logits = net(rgb.to(dtype), aux.to(dtype)).float()
         return logits, logits.argmax(1).to(torch.uint8)
 
-    info = gopt_model_info(model.config.to_dict(), "batch", "fp32", {"torch": torch.__version__})
-    return TorchBackend(run, info, device)
+    precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    info = gopt_model_info(model.config.to_dict(), "batch", precision, {"torch": torch.__version__})
+    backend = TorchBackend(run, info, device)
+    backend.model = model
+    return backend
 
 
 def open_torch_graphs(path, device: str | None = None) -> dict[str, TorchBackend]:
