@@ -1,0 +1,606 @@
+"""Latency and throughput of GoPT across backends, side by side, with an accuracy column.
+
+    python benchmarks/latency.py MODEL [MODEL ...] [--backend torch,triton,compile,onnxruntime,tensorrt]
+        [--batch 1,4,16,32] [--size 480x640] [--precision fp32,fp16,bf16] [--warmup-s 2]
+        [--min-iters 50] [--min-time-s 2] [--cuda-graph] [--end-to-end | --compute-only]
+        [--json OUT] [--plot OUT.png] [--markdown] [--quick]
+
+MODEL: a ``gopt/1`` checkpoint (every backend; ONNX exports are made and cached in
+``--work-dir``), an exported ``.onnx`` (onnxruntime) or a TensorRT ``.engine``.
+
+End-to-end is what a robot pays: uint8 frames in, label maps at the frame size out,
+preprocessing included (``Segmenter.run_batch``). Compute-only is the model alone on
+model-space tensors already on its device. Every timed region is closed by a device
+synchronisation; several input sets are rotated; each row states its speed relative to
+PyTorch eager fp32 measured in the same run, and the label-map agreement of that backend
+with PyTorch fp32 on the bundled real frames. Backends that cannot run here are listed
+as "unavailable: <why>".
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BACKENDS = ("torch", "triton", "compile", "onnxruntime", "tensorrt")
+MODES = ("end-to-end", "compute-only")
+SAMPLES = ROOT / "data" / "samples"
+N_SETS = 4  # input sets rotated through the timed iterations
+
+
+class Unavailable(Exception):
+    """This backend / precision cannot run on this machine: the message says why."""
+
+
+# ---- environment --------------------------------------------------------------------------------
+
+def _run(cmd) -> str | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(argv) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    libs = {}
+    for name in ("numpy", "opencv-python-headless", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "triton",
+                 "tensorrt"):
+        with contextlib.suppress(PackageNotFoundError):
+            libs[name] = version(name)
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "command": " ".join(["python", *argv]), "cpu": cpu, "cpu_cores": os.cpu_count(),
+           "platform": platform.platform(), "python": platform.python_version(), "libraries": libs}
+    with contextlib.suppress(OSError):
+        env["load_average_1min"] = os.getloadavg()[0]
+    with contextlib.suppress(OSError):
+        env["cpu_governor"] = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name()
+            env["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+            env["cuda"] = torch.version.cuda
+            env["driver"] = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+            env["gpu_clocks"] = _run(["nvidia-smi", "--query-gpu=clocks.sm,clocks.max.sm,clocks.mem,"
+                                      "persistence_mode,power.limit", "--format=csv"])
+    except ImportError:
+        pass
+    return env
+
+
+# ---- statistics ---------------------------------------------------------------------------------
+
+def summarize(samples_ms: list[float], batch: int) -> dict:
+    a = np.asarray(samples_ms)
+    mean, std = float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    pct = {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 95, 99)}
+    return {"latency_ms": {"min": float(a.min()), **pct, "max": float(a.max()), "mean": mean, "std": std},
+            "throughput_fps": batch * 1000.0 / mean, "iters": len(a), "cv": std / mean if mean else 0.0}
+
+
+def measure(step, sync, warmup_s: float, min_iters: int, min_time_s: float, max_time_s: float) -> list[float]:
+    """Warm up by time, then time ``step`` (closed by ``sync``) at least ``min_iters`` times and
+    ``min_time_s`` seconds, stopping at ``max_time_s``."""
+    t_end = time.perf_counter() + warmup_s
+    i = 0
+    while True:
+        step(i)
+        sync()
+        i += 1
+        if time.perf_counter() >= t_end:
+            break
+    samples, start = [], time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        step(i)
+        sync()
+        samples.append((time.perf_counter() - t0) * 1e3)
+        i += 1
+        elapsed = time.perf_counter() - start
+        if (len(samples) >= min_iters and elapsed >= min_time_s) or (elapsed >= max_time_s and len(samples) >= 3):
+            return samples
+
+
+def memory(device: str) -> dict:
+    out = {}
+    with contextlib.suppress(OSError):
+        status = Path("/proc/self/status").read_text()
+        for key, name in (("VmRSS", "rss_mb"), ("VmHWM", "peak_rss_mb")):
+            kb = next(int(l.split()[1]) for l in status.splitlines() if l.startswith(key + ":"))
+            out[name] = kb / 1024
+    if device == "cuda":
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        out["gpu_allocator_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["gpu_device_used_mb"] = (total - free) / 2**20
+    return out
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+def real_frames(modality: str, size) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The bundled real frames of the modality at ``size``, plus mirrored copies (N_SETS pairs)."""
+    if modality == "depth":
+        pairs = [(cv2.imread(str(SAMPLES / "esanet_rgb.png"), cv2.IMREAD_COLOR),
+                  cv2.imread(str(SAMPLES / "esanet_depth.png"), cv2.IMREAD_UNCHANGED))]
+    else:
+        pairs = []
+        for name in ("mfnet_01234N.png", "mfnet_01477D.png"):
+            f = cv2.imread(str(SAMPLES / name), cv2.IMREAD_UNCHANGED)
+            pairs.append((f[..., :3], f[..., 3]))
+    h, w = size
+    interp = cv2.INTER_NEAREST if modality == "depth" else cv2.INTER_LINEAR
+    pairs = [(cv2.resize(r, (w, h)), cv2.resize(a, (w, h), interpolation=interp)) for r, a in pairs]
+    pairs += [(r[:, ::-1].copy(), a[:, ::-1].copy()) for r, a in pairs]
+    return (pairs * N_SETS)[:N_SETS]
+
+
+# ---- backends -----------------------------------------------------------------------------------
+
+def torch_device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_checkpoint_model(path, size):
+    from models import load_gopt
+
+    model = load_gopt(path)
+    if size and tuple(size) != model.config.img_size:
+        model.set_img_size(size)
+    return model
+
+
+def onnx_for(ckpt: Path, size, precision: str, work_dir: Path) -> Path:
+    """Export (once, cached by checkpoint contents and settings) a dynamic-batch ONNX model."""
+    from export.onnx import Progress, export_gopt
+
+    h = hashlib.sha1()
+    with open(ckpt, "rb") as f:
+        h.update(f.read(1 << 20))
+    h.update(f"{os.path.getsize(ckpt)} {size} {precision}".encode())
+    out = work_dir / f"{ckpt.stem}.{h.hexdigest()[:12]}.{precision}.onnx"
+    if not out.exists():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        print(f"  exporting {ckpt.name} to ONNX ({precision}) for onnxruntime ...", flush=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            export_gopt(load_checkpoint_model(ckpt, size), out, "batch", fp16=precision == "fp16",
+                        progress=Progress(1))
+    return out
+
+
+def make_backend(model_path: Path, backend: str, precision: str, args):
+    """A runtime backend for the GoPT graph, or Unavailable with the reason."""
+    suffix = model_path.suffix.lower()
+    if backend in ("torch", "triton", "compile"):
+        if suffix not in (".pt", ".pth"):
+            raise Unavailable(f"needs the PyTorch checkpoint, got {suffix}")
+        import torch
+
+        from runtime.torch_backend import gopt_backend
+
+        device = torch_device()
+        if backend == "triton":
+            from kernels import triton_available
+
+            if device.type != "cuda":
+                raise Unavailable("Triton kernels need a CUDA GPU")
+            if not triton_available():
+                raise Unavailable("triton is not installed")
+        if precision != "fp32" and device.type != "cuda":
+            raise Unavailable(f"PyTorch {precision} is benchmarked on a CUDA GPU only")
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        return gopt_backend(load_checkpoint_model(model_path, args.size), device,
+                            kernel_backend="triton" if backend == "triton" else "torch",
+                            compile=backend == "compile", dtype=dtype)
+    if backend == "onnxruntime":
+        from runtime.ort_backend import OnnxRuntimeBackend
+
+        if precision == "bf16":
+            raise Unavailable("the ONNX export has fp32 and fp16 variants, no bf16")
+        if suffix in (".pt", ".pth"):
+            path = onnx_for(model_path, args.size, precision, args.work_dir)
+        elif suffix == ".onnx":
+            path = model_path
+        else:
+            raise Unavailable(f"needs a .onnx model or a checkpoint, got {suffix}")
+        b = OnnxRuntimeBackend(path)
+        if suffix == ".onnx" and b.info.precision != precision:
+            raise Unavailable(f"{path.name} is {b.info.precision}")
+        return b
+    if backend == "tensorrt":
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            raise Unavailable("TensorRT is not installed") from None
+        if suffix not in (".engine", ".plan"):
+            raise Unavailable("needs an engine built with `python -m export.tensorrt`")
+        from runtime.trt_backend import TensorRTBackend
+
+        return TensorRTBackend(model_path, cuda_graph=args.cuda_graph)
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def max_batch_of(b) -> int | None:
+    dim = b.info.input("rgb").shape[0]
+    return None if isinstance(dim, str) else dim
+
+
+def compute_only_step(b, feeds_list, args):
+    """(step, sync, split) on model-space tensors already where the backend computes."""
+    if b.name == "torch":
+        import torch
+
+        tensors = [{k: torch.from_numpy(v).to(b.torch_device) for k, v in f.items()} for f in feeds_list]
+        sync = torch.cuda.synchronize if b.device == "cuda" else (lambda: None)
+        if args.cuda_graph and b.device == "cuda":
+            static = {k: v.clone() for k, v in tensors[0].items()}
+            with torch.inference_mode():
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(3):
+                        b.fn(**static)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    b.fn(**static)
+
+            def step(i):
+                for k, v in tensors[i % len(tensors)].items():
+                    static[k].copy_(v)
+                graph.replay()
+            return step, sync
+
+        def step(i):
+            with torch.inference_mode():
+                b.fn(**tensors[i % len(tensors)])
+        return step, sync
+    if args.cuda_graph and b.name != "tensorrt":
+        raise Unavailable("CUDA graphs are measured for the PyTorch and TensorRT backends")
+
+    def step(i):
+        b.infer(feeds_list[i % len(feeds_list)], ["labels"])
+    return step, (lambda: None)
+
+
+def end_to_end_split(b, pairs, batch) -> dict | None:
+    """Host-to-device, compute and device-to-host of one batch, for PyTorch on CUDA (CUDA events)."""
+    if b.name != "torch" or b.device != "cuda":
+        return None
+    import torch
+
+    from runtime.segmenter import Segmenter
+
+    seg = Segmenter.from_backends({"gopt": b})
+    prepared = [seg.prepare(r, a) for r, a in pairs[:batch]]
+    x = np.concatenate([p.rgb for p in prepared])
+    a = np.concatenate([p.aux for p in prepared])
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+    times = []
+    with torch.inference_mode():
+        for _ in range(10):
+            ev[0].record()
+            xt, at = torch.from_numpy(x).cuda(non_blocking=True), torch.from_numpy(a).cuda(non_blocking=True)
+            ev[1].record()
+            _, labels = b.fn(rgb=xt, aux=at)
+            ev[2].record()
+            labels.cpu()
+            ev[3].record()
+            torch.cuda.synchronize()
+            times.append([ev[i].elapsed_time(ev[i + 1]) for i in range(3)])
+    h2d, compute, d2h = np.median(np.asarray(times), axis=0)
+    return {"h2d_ms": float(h2d), "compute_ms": float(compute), "d2h_ms": float(d2h)}
+
+
+def bench_one(b, mode, batch, frames, args) -> dict:
+    from runtime.segmenter import Segmenter
+
+    fixed = max_batch_of(b)
+    if fixed is not None and fixed != batch:
+        raise Unavailable(f"the model file has a fixed batch of {fixed}")
+    if b.device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    seg = Segmenter.from_backends({"gopt": b})
+    batches = [[frames[(i + j) % len(frames)] for j in range(batch)] for i in range(N_SETS)]
+    if mode == "end-to-end":
+        def step(i):
+            seg.run_batch(batches[i % N_SETS])
+        sync = (lambda: None)  # run_batch returns host label maps: the device work is finished
+        split = end_to_end_split(b, frames * batch, batch)
+    else:
+        feeds = []
+        for pairs in batches:
+            prepared = [seg.prepare(r, a) for r, a in pairs]
+            feeds.append({"rgb": np.concatenate([p.rgb for p in prepared]),
+                          "aux": np.concatenate([p.aux for p in prepared])})
+        step, sync = compute_only_step(b, feeds, args)
+        split = None
+    samples = measure(step, sync, args.warmup_s, args.min_iters, args.min_time_s, args.max_time_s)
+    row = summarize(samples, batch)
+    row["memory"] = memory(b.device)
+    row["split"] = split
+    return row
+
+
+def label_agreement(b, reference: list[np.ndarray], frames) -> float:
+    from runtime.segmenter import Segmenter
+
+    seg = Segmenter.from_backends({"gopt": b})
+    fixed = max_batch_of(b)
+    ours = []
+    for r, a in frames[:2]:
+        if fixed and fixed > 1:
+            ours.append(seg.run_batch([(r, a)] * fixed)[0])
+        else:
+            ours.append(seg.run(r, a))
+    return float(np.mean([(o == ref).mean() for o, ref in zip(ours, reference)]))
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+def run_benchmarks(args, argv) -> dict:
+    env = environment(argv)
+    if env.get("load_average_1min", 0) > 0.5 * (os.cpu_count() or 1):
+        print(f"WARNING: the machine is busy (load average {env['load_average_1min']:.1f} on "
+              f"{os.cpu_count()} cores): CPU timings will be unreliable", flush=True)
+    rows = []
+    for model_path in args.models:
+        model_path = Path(model_path)
+        reference, frames = None, None
+        for backend in args.backends:
+            for precision in args.precisions:
+                label = f"{backend} {precision}"
+                print(f"{model_path.name}: {label}", flush=True)
+                base = {"model": model_path.name, "backend": backend, "precision": precision}
+                if backend == "compile" and args.quick and not args.backend_given:
+                    for mode in args.modes:
+                        for batch in args.batches:
+                            rows.append({**base, "mode": mode, "batch": batch,
+                                         "status": "skipped in --quick: compilation takes minutes"})
+                    continue
+                try:
+                    b = make_backend(model_path, backend, precision, args)
+                except Unavailable as why:
+                    for mode in args.modes:
+                        for batch in args.batches:
+                            rows.append({**base, "mode": mode, "batch": batch, "status": f"unavailable: {why}"})
+                    print(f"  unavailable: {why}")
+                    continue
+                cfg = b.info.config
+                size = tuple(cfg["img_size"])
+                if frames is None:
+                    frames = real_frames(cfg["modality"], size)
+                if reference is None:
+                    reference = reference_labels(model_path, frames, args, b)
+                agreement = label_agreement(b, reference, frames) if reference else None
+                for mode in args.modes:
+                    for batch in args.batches:
+                        row = {**base, "mode": mode, "batch": batch, "device": b.device,
+                               "input_size": list(size), "label_agreement": agreement}
+                        try:
+                            row.update(bench_one(b, mode, batch, frames, args), status="ok")
+                            lat = row["latency_ms"]
+                            warn = "  WARNING: coefficient of variation above 5%" if row["cv"] > 0.05 else ""
+                            print(f"  {mode:<12} batch {batch:<3} p50 {lat['p50']:9.2f} ms  "
+                                  f"{row['throughput_fps']:9.1f} frames/s{warn}", flush=True)
+                        except Unavailable as why:
+                            row["status"] = f"unavailable: {why}"
+                            print(f"  {mode:<12} batch {batch:<3} unavailable: {why}")
+                        rows.append(row)
+                b.close()
+    add_ratios(rows)
+    return {"environment": env, "settings": settings(args), "results": rows}
+
+
+def reference_labels(model_path: Path, frames, args, backend) -> list[np.ndarray] | None:
+    """PyTorch fp32 eager label maps of the real frames (None when no checkpoint is given)."""
+    if model_path.suffix.lower() not in (".pt", ".pth"):
+        return None
+    import torch
+
+    from runtime.segmenter import Segmenter
+    from runtime.torch_backend import gopt_backend
+
+    ref = gopt_backend(load_checkpoint_model(model_path, args.size), torch_device(), kernel_backend="torch")
+    seg = Segmenter.from_backends({"gopt": ref})
+    return [seg.run(r, a) for r, a in frames[:2]]
+
+
+def add_ratios(rows) -> None:
+    """speedup = PyTorch eager fp32 p50 / this row's p50, same model, mode and batch."""
+    eager = {(r["model"], r["mode"], r["batch"]): r["latency_ms"]["p50"] for r in rows
+             if r["status"] == "ok" and r["backend"] == "torch" and r["precision"] == "fp32"}
+    for r in rows:
+        key = (r["model"], r["mode"], r["batch"])
+        if r["status"] == "ok" and key in eager:
+            r["speedup_vs_eager"] = eager[key] / r["latency_ms"]["p50"]
+
+
+def settings(args) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "models"}
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+COLUMNS = ("backend", "precision", "mode", "batch", "p50 ms", "p90 ms", "p99 ms", "mean+-std ms", "frames/s",
+           "vs eager", "labels vs fp32")
+
+
+def table_rows(result) -> list[list[str]]:
+    out = []
+    for r in result["results"]:
+        head = [r["backend"], r["precision"], r["mode"], str(r["batch"])]
+        if r["status"] != "ok":
+            out.append(head + [r["status"]] + [""] * (len(COLUMNS) - 5))
+            continue
+        lat = r["latency_ms"]
+        ratio = f"{r['speedup_vs_eager']:.2f}x" if "speedup_vs_eager" in r else "n/a"
+        agree = f"{100 * r['label_agreement']:.2f}%" if r.get("label_agreement") is not None else "n/a"
+        out.append(head + [f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
+                           f"{lat['mean']:.2f}+-{lat['std']:.2f}", f"{r['throughput_fps']:.1f}", ratio, agree])
+    return out
+
+
+def print_table(result) -> None:
+    rows = table_rows(result)
+    widths = [max(len(c), *(len(r[i]) for r in rows if i < len(r))) if rows else len(c)
+              for i, c in enumerate(COLUMNS)]
+    print()
+    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
+    for r in rows:
+        if not r[4][:1].isdigit():
+            print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+        else:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    env = result["environment"]
+    print(f"\n{env.get('gpu') or env['cpu']} ({env['cpu_cores']} CPU cores), {env['date']}")
+
+
+def markdown(result) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in table_rows(result):
+        lines.append("| " + " | ".join(r + [""] * (len(COLUMNS) - len(r))) + " |")
+    env = result["environment"]
+    lines.append(f"\nMeasured on {env.get('gpu') or env['cpu']} ({env['cpu_cores']} cores), {env['date']}, "
+                 f"`{env['command']}`.")
+    return "\n".join(lines)
+
+
+def plot(result, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in result["results"] if r["status"] == "ok"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
+    labels, stats = [], []
+    for r in ok:
+        if r["batch"] == min(x["batch"] for x in ok):
+            labels.append(f"{r['backend']}\n{r['precision']}\n{r['mode']}")
+            stats.append([r["latency_ms"][k] for k in ("p50", "p90", "p99")])
+    x = np.arange(len(labels))
+    for j, (name, alpha) in enumerate((("p50", 1.0), ("p90", 0.6), ("p99", 0.35))):
+        ax1.bar(x + (j - 1) * 0.27, [s[j] for s in stats], 0.27, label=name, alpha=alpha, color="C0")
+    ax1.set_xticks(x, labels, fontsize=7)
+    ax1.set_ylabel("latency (ms, log scale)")
+    ax1.set_yscale("log")
+    ax1.set_title(f"latency percentiles, batch {min((r['batch'] for r in ok), default=1)}")
+    ax1.legend()
+    for key in sorted({(r["backend"], r["precision"], r["mode"]) for r in ok}):
+        pts = sorted((r["batch"], r["throughput_fps"]) for r in ok if (r["backend"], r["precision"], r["mode"]) == key)
+        ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=" ".join(key))
+    ax2.set_xscale("log", base=2)
+    ax2.set_xlabel("batch size")
+    ax2.set_ylabel("frames / s")
+    ax2.set_title("throughput")
+    ax2.legend(fontsize=7)
+    env = result["environment"]
+    fig.suptitle(f"{env.get('gpu') or env['cpu']}  {env['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python benchmarks/latency.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+", type=Path)
+    ap.add_argument("--backend", default=None, help=f"comma list (default: {','.join(BACKENDS)})")
+    ap.add_argument("--batch", default="1,4")
+    ap.add_argument("--size", default=None, help="model input size HxW (default: the checkpoint's)")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--warmup-s", type=float, default=2.0)
+    ap.add_argument("--min-iters", type=int, default=50)
+    ap.add_argument("--min-time-s", type=float, default=2.0)
+    ap.add_argument("--max-time-s", type=float, default=120.0, help="stop a configuration after this long")
+    ap.add_argument("--cuda-graph", action="store_true", help="replay compute-only PyTorch / TensorRT as CUDA graphs")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--end-to-end", action="store_true")
+    mode.add_argument("--compute-only", action="store_true")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--plot", type=Path)
+    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="a short smoke run (well under a minute on a CPU)")
+    ap.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "mmseg-deploy-bench")
+    args = ap.parse_args(argv)
+    args.backend_given = args.backend is not None
+    args.backends = [b.strip() for b in (args.backend or ",".join(BACKENDS)).split(",") if b.strip()]
+    unknown = sorted(set(args.backends) - set(BACKENDS))
+    if unknown:
+        ap.error(f"unknown backends {unknown}; choose from {','.join(BACKENDS)}")
+    try:
+        args.batches = [int(b) for b in args.batch.split(",")]
+        args.size = tuple(int(s) for s in args.size.lower().split("x")) if args.size else None
+    except ValueError:
+        ap.error("--batch is a comma list of integers and --size is HxW, e.g. --batch 1,4 --size 480x640")
+    if any(b < 1 for b in args.batches) or (args.size and len(args.size) != 2):
+        ap.error("batch sizes must be >= 1 and --size must be HxW")
+    args.precisions = [p.strip() for p in args.precision.split(",")]
+    if set(args.precisions) - {"fp32", "fp16", "bf16"}:
+        ap.error("--precision takes fp32, fp16, bf16")
+    args.modes = ["end-to-end"] if args.end_to_end else ["compute-only"] if args.compute_only else list(MODES)
+    for m in args.models:
+        if not m.is_file():
+            ap.error(f"{m}: no such file")
+    if args.quick:
+        args.warmup_s, args.min_iters, args.min_time_s, args.max_time_s = 0.2, 3, 0.0, 10.0
+    return args
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    result = run_benchmarks(args, ["benchmarks/latency.py", *argv])
+    print_table(result)
+    if args.markdown:
+        print("\n" + markdown(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1, default=_json_default))
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    return str(o)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

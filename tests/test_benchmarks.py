@@ -1,0 +1,49 @@
+"""benchmarks/latency.py --quick: the table, JSON and plot a user gets, with finite positive numbers."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import torch
+
+from models import GoPT, GoPTConfig, save_gopt
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def positive_finite(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_quick_benchmark_json(tmp_path):
+    cfg = GoPTConfig(embed_dim=64, depth=2, num_heads=2, num_classes=5, aux_channels=1, img_size=(48, 64),
+                     prompt_dim=16)
+    torch.manual_seed(0)
+    save_gopt(GoPT(cfg), tmp_path / "tiny.pt")
+    cmd = [sys.executable, "benchmarks/latency.py", str(tmp_path / "tiny.pt"), "--quick", "--batch", "1,2",
+           "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"), "--markdown",
+           "--work-dir", str(tmp_path / "work")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| backend |" in out.stdout  # the Markdown table
+    result = json.loads((tmp_path / "r.json").read_text())
+    env = result["environment"]
+    assert env["cpu_cores"] >= 1 and "torch" in env["libraries"] and "latency.py" in env["command"]
+    rows = result["results"]
+    # Every requested backend appears: measured, or with the reason it could not run.
+    assert {r["backend"] for r in rows} == {"torch", "triton", "compile", "onnxruntime", "tensorrt"}
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {(r["backend"], r["mode"], r["batch"]) for r in ok} >= {
+        (b, m, n) for b in ("torch", "onnxruntime") for m in ("end-to-end", "compute-only") for n in (1, 2)}
+    for r in rows:
+        assert r["status"] == "ok" or r["status"].startswith(("unavailable: ", "skipped")), r["status"]
+    for r in ok:
+        lat = r["latency_ms"]
+        assert all(positive_finite(lat[k]) for k in ("min", "p50", "p90", "p95", "p99", "max", "mean"))
+        assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert positive_finite(r["throughput_fps"]) and r["iters"] >= 3
+        assert positive_finite(r["speedup_vs_eager"])
+        assert 0.99 <= r["label_agreement"] <= 1.0
+        assert positive_finite(r["memory"]["peak_rss_mb"])
+    assert (tmp_path / "r.png").stat().st_size > 10_000
