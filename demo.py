@@ -1,70 +1,100 @@
 """The main job, end to end on the bundled default.
 
-    python demo.py [--out demo_out] [--checkpoint checkpoints/gopt_demo_rgbt.pt]
+    python demo.py [--out demo_out] [--checkpoint checkpoints/gopt_demo_rgbt.pt] [--runs 5]
 
-Writes the demo GoPT checkpoint (seeded random weights: the pipeline, not a trained
-model), runs it on the bundled real MFNet RGB-Thermal pair, prints the timing and
-writes a colourised label map and an overlay.
+1. writes the demo GoPT checkpoint (ViT-B, RGB-Thermal, 9 MFNet classes, seeded random
+   weights: it exercises the pipeline, its label maps mean nothing);
+2. exports it to ONNX and checks the export against PyTorch (`python -m export.onnx`);
+3. runs `runtime.Segmenter` on the bundled real MFNet RGB-Thermal night frame with each
+   backend this machine has, prints a timing table;
+4. writes the colourised label map and an overlay to ``--out``.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import cv2
 import numpy as np
-import torch
 
-from models import load_gopt
 from models.demo_checkpoint import DEFAULT_PATH, UNTRAINED_NOTE, main as write_demo_checkpoint
-from runtime.preprocess import colorize, labels_to_frame, overlay, preprocess_aux, preprocess_rgb
+from runtime import Segmenter
+from runtime.preprocess import colorize, overlay
 
 SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "samples", "mfnet_01234N.png")
 
 
-def main(argv=None) -> None:
+def time_backend(seg: Segmenter, bgr, thermal, runs: int):
+    seg.run(bgr, thermal)  # warm-up: first-call allocations and graph initialisation
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        labels = seg.run(bgr, thermal)
+        times.append(time.perf_counter() - t0)
+    return labels, times
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=DEFAULT_PATH)
     ap.add_argument("--sample", default=SAMPLE, help="MFNet 4-channel PNG (BGR + thermal)")
     ap.add_argument("--out", default="demo_out")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args(argv)
 
+    print("== 1. checkpoint")
     if not os.path.exists(args.checkpoint):
         write_demo_checkpoint(["-o", args.checkpoint])
-    model = load_gopt(args.checkpoint)
-    cfg = model.config
-    if cfg.untrained:
-        print(f"note: {UNTRAINED_NOTE}")
+    else:
+        print(f"using {args.checkpoint}")
 
+    print("\n== 2. export to ONNX, checked against PyTorch")
+    onnx_path = os.path.splitext(args.checkpoint)[0] + ".onnx"
+    from export.onnx import parse_args as export_args, run as export
+
+    if export(export_args([args.checkpoint, "-o", onnx_path])) != 0:
+        print("the ONNX export is beyond tolerance", file=sys.stderr)
+        return 1
+
+    print("\n== 3. Segmenter on the real RGB-Thermal frame")
     frame = cv2.imread(args.sample, cv2.IMREAD_UNCHANGED)
     if frame is None or frame.ndim != 3 or frame.shape[2] != 4:
-        raise SystemExit(f"{args.sample}: expected an MFNet 4-channel PNG (BGR + thermal)")
+        print(f"{args.sample}: expected an MFNet 4-channel PNG (BGR + thermal)", file=sys.stderr)
+        return 2
     bgr, thermal = frame[..., :3], frame[..., 3]
-    rgb_t = torch.from_numpy(preprocess_rgb(bgr, cfg.img_size, cfg.rgb_mean, cfg.rgb_std))
-    aux_t = torch.from_numpy(preprocess_aux(thermal, cfg.img_size, cfg.aux_mean, cfg.aux_std, cfg.modality))
+    rows, results = [], {}
+    for path in (args.checkpoint, onnx_path):
+        seg = Segmenter(path)
+        print(seg)
+        labels, times = time_backend(seg, bgr, thermal, max(args.runs, 1))
+        results[seg.backend] = labels
+        rows.append((seg.backend, seg.device, seg.info.precision, times))
+    reference = results["torch"]
+    cfg = seg.config
+    print(f"\n{'backend':<14}{'device':<8}{'precision':<11}{'runs':>5}{'min ms':>10}{'median ms':>11}"
+          f"{'labels = torch':>16}")
+    for backend, device, precision, times in rows:
+        agree = 100 * float((results[backend] == reference).mean())
+        print(f"{backend:<14}{device:<8}{precision:<11}{len(times):>5}{1e3 * min(times):>10.1f}"
+              f"{1e3 * float(np.median(times)):>11.1f}{agree:>15.2f}%")
+    print(f"(end to end: {bgr.shape[1]}x{bgr.shape[0]} uint8 frames in, label map out; "
+          f"model input {cfg['img_size'][0]}x{cfg['img_size'][1]})")
 
-    times = []
-    with torch.inference_mode():
-        for _ in range(max(args.runs, 1)):
-            t0 = time.perf_counter()
-            labels = model.predict(rgb_t, aux_t)[0].numpy()
-            times.append(time.perf_counter() - t0)
-    labels = labels_to_frame(labels, bgr.shape[:2])
-
-    print(f"\n{'backend':<18}{'device':<8}{'input':<12}{'runs':>5}{'min ms':>10}{'median ms':>11}")
-    print(f"{'pytorch eager':<18}{'cpu':<8}{'%dx%d' % cfg.img_size:<12}{len(times):>5}"
-          f"{1e3 * min(times):>10.1f}{1e3 * float(np.median(times)):>11.1f}")
-
+    print("\n== 4. pictures")
+    labels = results["onnxruntime"]
     os.makedirs(args.out, exist_ok=True)
-    cv2.imwrite(os.path.join(args.out, "labels.png"), colorize(labels, cfg.num_classes))
-    cv2.imwrite(os.path.join(args.out, "overlay.png"), overlay(bgr, labels, cfg.num_classes))
-    counts = np.bincount(labels.ravel(), minlength=cfg.num_classes)
-    names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
-    print("\nclass pixels: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts) if c))
+    cv2.imwrite(os.path.join(args.out, "labels.png"), colorize(labels, cfg["num_classes"]))
+    cv2.imwrite(os.path.join(args.out, "overlay.png"), overlay(bgr, labels, cfg["num_classes"]))
+    counts = np.bincount(labels.ravel(), minlength=cfg["num_classes"])
+    names = cfg.get("class_names") or [str(i) for i in range(cfg["num_classes"])]
+    print("class pixels: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts) if c))
     print(f"wrote {args.out}/labels.png and {args.out}/overlay.png")
+    if cfg.get("untrained"):
+        print(f"note: {UNTRAINED_NOTE}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
