@@ -178,7 +178,8 @@ def load_checkpoint_model(path, size):
 
 def onnx_for(ckpt: Path, size, precision: str, work_dir: Path) -> Path:
     """Export (once, cached by checkpoint contents and settings) a dynamic-batch ONNX model."""
-    from export.onnx import Progress, export_gopt
+    from export.onnx import export_gopt
+    from export.progress import Progress
 
     h = hashlib.sha1()
     with open(ckpt, "rb") as f:

@@ -30,24 +30,10 @@ from torch import nn
 
 from runtime.metadata import ModelFileError, ModelInfo, TensorSpec, gopt_model_info
 from . import graph, parity
+from .progress import Progress
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 DEFAULT_OPSET = 18
-
-
-class Progress:
-    """One line per slow step, with its duration."""
-
-    def __init__(self, total: int):
-        self.total, self.step = total, 0
-
-    @contextlib.contextmanager
-    def __call__(self, what: str):
-        self.step += 1
-        print(f"[{self.step}/{self.total}] {what} ...", end="", flush=True)
-        t0 = time.perf_counter()
-        yield
-        print(f" {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 def versions() -> dict:

@@ -117,7 +117,8 @@ class Segmenter:
     def _infer_gopt(self, rgbs: list[np.ndarray], auxs: list[np.ndarray], want_logits: bool):
         fixed = self._batch_limits()
         n = len(rgbs)
-        step = fixed or n
+        # A fixed batch, else the engine profile's maximum (TensorRT), else everything at once.
+        step = fixed or getattr(self.graphs["gopt"], "max_batch", None) or n
         labels, logits = [], []
         for start in range(0, n, step):
             x, a = np.concatenate(rgbs[start:start + step]), np.concatenate(auxs[start:start + step])
