@@ -57,8 +57,12 @@ def detect_checkpoint(path: str, base: str | None):
     if obj.get("format") == "gopt/1":
         return "gopt", load_gopt(path)
     if "state_dict" in obj or any(k.startswith(("image_encoder.", "mask_decoder.")) for k in obj):
-        from models.simcmf_checkpoint import load_simcmf
+        from models.simcmf_checkpoint import is_sam_key, load_simcmf
 
+        delta = obj.get("state_dict")
+        if base is None and isinstance(delta, dict) and delta and not any(is_sam_key(k) for k in delta):
+            raise CheckpointError(f"{path} is a SimCMF delta ({len(delta)} trained tensors); pass SAM's ViT-B "
+                                  "checkpoint with --base sam_vit_b_01ec64.pth")
         return "simcmf", load_simcmf(path, base=base)
     raise CheckpointError(f"{path}: unknown checkpoint kind (neither gopt/1 nor a SimCMF checkpoint); "
                           f"top-level keys: {sorted(obj)[:10]}")

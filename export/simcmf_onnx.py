@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.metadata import ModelInfo, TensorSpec
+from runtime.metadata import simcmf_model_infos
 from . import parity
 from .onnx import SAMPLES, export_graph, finish, ort_session, versions
 from .progress import Progress
@@ -42,23 +42,6 @@ class DecoderGraph(nn.Module):
         return self.model.decode(embeddings, point_coords, point_labels)
 
 
-def simcmf_infos(config: dict, batch, precision: str, encoder_name: str, decoder_name: str):
-    S, C = config["img_size"], config["in_chans"]
-    g, low, E = S // config["patch_size"], S // 4, config["prompt_embed_dim"]
-    common = dict(config=config, precision=precision, variant=config.get("description") or "SimCMF",
-                  versions=versions())
-    encoder = ModelInfo(kind="simcmf_encoder", companion=decoder_name, **common,
-                        inputs=[TensorSpec("x", [batch, C, S, S], "float32")],
-                        outputs=[TensorSpec("embeddings", [batch, E, g, g], "float32")])
-    decoder = ModelInfo(kind="simcmf_decoder", companion=encoder_name, **common,
-                        inputs=[TensorSpec("embeddings", [batch, E, g, g], "float32"),
-                                TensorSpec("point_coords", [batch, "num_points", 2], "float32"),
-                                TensorSpec("point_labels", [batch, "num_points"], "int64")],
-                        outputs=[TensorSpec("low_res_logits", [batch, 1, low, low], "float32"),
-                                 TensorSpec("iou", [batch, 1], "float32")])
-    return encoder, decoder
-
-
 def example_inputs(cfg, batch: int, seed: int, num_points: int = 2):
     rng = np.random.default_rng(seed)
     S = cfg.img_size
@@ -76,7 +59,8 @@ def export_simcmf(model, stem: Path, batch: int | str = 1, opset: int = 18, fp16
     folded = copy.deepcopy(model).eval().float().fold_lora()
     cfg = folded.config
     enc_path, dec_path = Path(f"{stem}.encoder.onnx"), Path(f"{stem}.decoder.onnx")
-    enc_info, dec_info = simcmf_infos(cfg.to_dict(), batch, "fp16" if fp16 else "fp32", enc_path.name, dec_path.name)
+    enc_info, dec_info = simcmf_model_infos(cfg.to_dict(), batch, "fp16" if fp16 else "fp32", versions(),
+                                            enc_path.name, dec_path.name)
     example_batch = 2 if isinstance(batch, str) else batch
     x, coords, labels = example_inputs(cfg, example_batch, seed=0)
     with progress(f"exporting the SimCMF encoder ({cfg.img_size}x{cfg.img_size}, C={cfg.in_chans}) to {enc_path}"):

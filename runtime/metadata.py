@@ -86,6 +86,26 @@ def gopt_model_info(config: dict, batch: int | str, precision: str = "fp32", ver
         outputs=[TensorSpec("logits", [batch, K, H, W], "float32"), TensorSpec("labels", [batch, H, W], "uint8")])
 
 
+def simcmf_model_infos(config: dict, batch: int | str, precision: str = "fp32", versions: dict | None = None,
+                       encoder_name: str | None = None, decoder_name: str | None = None):
+    """SimCMF's two graphs: the encoder (x -> embeddings) and the decoder (embeddings and the
+    user's clicks -> low-res logits, IoU); N clicks is a dynamic axis."""
+    S, C = config["img_size"], config["in_chans"]
+    g, low, E = S // config["patch_size"], S // 4, config["prompt_embed_dim"]
+    common = dict(config=dict(config), precision=precision, variant=config.get("description") or "SimCMF",
+                  versions=dict(versions or {}))
+    encoder = ModelInfo(kind="simcmf_encoder", companion=decoder_name, **common,
+                        inputs=[TensorSpec("x", [batch, C, S, S], "float32")],
+                        outputs=[TensorSpec("embeddings", [batch, E, g, g], "float32")])
+    decoder = ModelInfo(kind="simcmf_decoder", companion=encoder_name, **common,
+                        inputs=[TensorSpec("embeddings", [batch, E, g, g], "float32"),
+                                TensorSpec("point_coords", [batch, "num_points", 2], "float32"),
+                                TensorSpec("point_labels", [batch, "num_points"], "int64")],
+                        outputs=[TensorSpec("low_res_logits", [batch, 1, low, low], "float32"),
+                                 TensorSpec("iou", [batch, 1], "float32")])
+    return encoder, decoder
+
+
 def info_from_metadata_map(props: dict, source: str) -> ModelInfo:
     if META_KEY not in props:
         raise ModelFileError(f"{source}: no {META_KEY!r} metadata; export the model with "

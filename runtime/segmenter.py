@@ -29,7 +29,7 @@ def open_graphs(path, device=None, providers=None, **options) -> dict[str, Backe
             raise ValueError(f"{path}: no such file")
         from .torch_backend import open_torch_graphs
 
-        return open_torch_graphs(path, device)
+        return open_torch_graphs(path, device, base=options.get("base"))
     first = open_backend(path, device, providers, **options)
     if first.info.kind == "gopt":
         return {"gopt": first}
@@ -57,7 +57,8 @@ class Segmenter:
         """``path``: .engine / .plan (TensorRT), .onnx (ONNX Runtime), .pt / .pth (PyTorch).
         ``device``: None (the GPU when the backend gets one), "cuda" or "cpu".
         ``resize_aux``: accept an auxiliary frame of another size than the RGB frame (both are
-        resized to the model's input; only right when the two sensors see the same field)."""
+        resized to the model's input; only right when the two sensors see the same field).
+        ``base=``: SAM's checkpoint, for a SimCMF delta checkpoint run with PyTorch."""
         self.path = Path(path)
         self._attach(open_graphs(path, device, providers, **options), color_order, resize_aux)
 

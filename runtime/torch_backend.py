@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .backend import Backend, check_feeds
-from .metadata import gopt_model_info
+from .metadata import gopt_model_info, simcmf_model_infos
 
 
 def torch_device(device: str | None) -> torch.device:
@@ -62,7 +62,18 @@ def gopt_backend(path_or_model, device: torch.device, kernel_backend: str = "aut
     return backend
 
 
-def open_torch_graphs(path, device: str | None = None) -> dict[str, TorchBackend]:
+def simcmf_backends(path_or_model, device: torch.device, base=None) -> dict[str, TorchBackend]:
+    """A SimCMF checkpoint (official delta + SAM ``base``, or complete) as encoder / decoder backends."""
+    from models.simcmf_checkpoint import load_simcmf
+
+    model = path_or_model if isinstance(path_or_model, torch.nn.Module) else load_simcmf(path_or_model, base=base)[0]
+    model = model.to(device).eval()
+    encoder, decoder = simcmf_model_infos(model.config.to_dict(), "batch", "fp32", {"torch": torch.__version__})
+    return {"encoder": TorchBackend(lambda x: (model.encode(x),), encoder, device),
+            "decoder": TorchBackend(model.decode, decoder, device)}
+
+
+def open_torch_graphs(path, device: str | None = None, base=None) -> dict[str, TorchBackend]:
     """{"gopt": backend} for a gopt/1 file; {"encoder", "decoder"} for a SimCMF checkpoint."""
     from models.checkpoint import read_torch_file
 
@@ -70,6 +81,4 @@ def open_torch_graphs(path, device: str | None = None) -> dict[str, TorchBackend
     obj = read_torch_file(path)
     if obj.get("format") == "gopt/1":
         return {"gopt": gopt_backend(path, dev)}
-    from .simcmf_torch import simcmf_backends
-
-    return simcmf_backends(path, dev)
+    return simcmf_backends(path, dev, base=base)
