@@ -49,7 +49,7 @@ def versions() -> dict:
             "onnxruntime": onnxruntime.__version__, "exporter": "torch.onnx (dynamo)"}
 
 
-def detect_checkpoint(path: str, base: str | None):
+def detect_checkpoint(path: str, base: str | None, modality: str | None = None):
     """(kind, payload): "gopt" with a loaded model, or "simcmf" with its loader's result."""
     from models.checkpoint import CheckpointError, load_gopt, read_torch_file
 
@@ -63,7 +63,7 @@ def detect_checkpoint(path: str, base: str | None):
         if base is None and isinstance(delta, dict) and delta and not any(is_sam_key(k) for k in delta):
             raise CheckpointError(f"{path} is a SimCMF delta ({len(delta)} trained tensors); pass SAM's ViT-B "
                                   "checkpoint with --base sam_vit_b_01ec64.pth")
-        return "simcmf", load_simcmf(path, base=base)
+        return "simcmf", load_simcmf(path, base=base, modality=modality)
     raise CheckpointError(f"{path}: unknown checkpoint kind (neither gopt/1 nor a SimCMF checkpoint); "
                           f"top-level keys: {sorted(obj)[:10]}")
 
@@ -203,6 +203,8 @@ def parse_args(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
     ap.add_argument("--base", help="SAM ViT-B checkpoint (sam_vit_b_01ec64.pth) for a SimCMF delta")
+    ap.add_argument("--modality", help="SimCMF modality (rgbt, rgbd, t, d, hha, ...): its normalisation "
+                    "constants go into the model file (official checkpoints do not store it)")
     ap.add_argument("-o", "--output", help="output .onnx path (SimCMF: OUT.encoder.onnx / OUT.decoder.onnx)")
     ap.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"),
                     help="GoPT input size (default: the checkpoint's img_size)")
@@ -226,7 +228,7 @@ def run(args) -> int:
     progress = Progress(2 if args.no_check else 4)
     try:
         with progress(f"loading {args.checkpoint}"):
-            kind, loaded = detect_checkpoint(args.checkpoint, args.base)
+            kind, loaded = detect_checkpoint(args.checkpoint, args.base, args.modality)
     except (CheckpointError, ModelFileError, ValueError) as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2
@@ -261,6 +263,9 @@ def run(args) -> int:
 
         model, description = loaded
         print(f"found SimCMF: {description}")
+        if model.config.pixel_mean is None:
+            print("warning: no modality given or stored: the model files will carry no normalisation "
+                  "constants (pass --modality)", file=sys.stderr)
         stem = Path(args.output).with_suffix("") if args.output else Path(args.checkpoint).with_suffix("")
         if str(stem).endswith((".encoder", ".decoder")):
             stem = Path(str(stem).rsplit(".", 1)[0])

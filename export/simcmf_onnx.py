@@ -88,7 +88,7 @@ def sample_image(cfg):
     else:
         return None
     return preprocess_image(image, cfg.in_chans, cfg.img_size, cfg.pixel_mean, cfg.pixel_std, cfg.pixel_scale,
-                            "bgr", rgb_first)
+                            "bgr", rgb_first, cfg.minmax_channels)
 
 
 def check_simcmf(model, paths, batch: int, progress: Progress) -> list[parity.Parity]:

@@ -109,14 +109,15 @@ def overlay(bgr: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float 
 
 
 def preprocess_image(image: np.ndarray, channels: int, side: int, mean, std, scale: str | None = None,
-                     color_order: str = "bgr", rgb_first: bool = False) -> np.ndarray:
+                     color_order: str = "bgr", rgb_first: bool = False, minmax_channels=()) -> np.ndarray:
     """SimCMF: H x W x C image -> [1, C, side, side] float32, stretched to the square input
     (no aspect-preserving padding, as SimCMF trains) and normalised ``(x - mean) / std``.
 
     uint8 channels are 8-bit values; they are divided by 255 when the model's statistics
     are on 0-1 values (``scale`` starting "0-1" or "RGB 0-1"). float32 is taken as already
     on the statistics' scale. With ``rgb_first`` and BGR colour order, the first three
-    channels are reordered to RGB.
+    channels are reordered to RGB. ``minmax_channels`` (thermal, depth) are stretched per
+    image to 0-255 and rounded to 8 bits first, as SimCMF's datasets do.
     """
     image = _check_frame("image", image, channels, (np.uint8, np.float32))
     if channels == 1:
@@ -124,7 +125,10 @@ def preprocess_image(image: np.ndarray, channels: int, side: int, mean, std, sca
     if rgb_first and color_order == "bgr":
         image = np.concatenate([image[..., 2::-1], image[..., 3:]], axis=-1)
     x = image.astype(np.float32)
-    if image.dtype == np.uint8 and str(scale or "").startswith(("0-1", "RGB 0-1")):
+    for c in minmax_channels or ():
+        lo, hi = float(x[..., c].min()), float(x[..., c].max())
+        x[..., c] = np.round((x[..., c] - lo) / max(hi - lo, 1e-12) * 255.0)
+    if (image.dtype == np.uint8 or minmax_channels) and str(scale or "").startswith(("0-1", "RGB 0-1")):
         x /= 255.0
     x = _resize(x, (side, side), cv2.INTER_LINEAR).reshape(side, side, channels)
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)

@@ -175,9 +175,12 @@ class Segmenter:
         if key == self._embedding_key:
             return
         cfg = self.config
+        if cfg.get("pixel_mean") is None:
+            raise ValueError("this SimCMF model has no normalisation constants: its modality is unknown; "
+                             "export it with --modality (e.g. rgbt, rgbd, t)")
         rgb_first = (cfg.get("modality") or "").startswith(("rgb", "pgsnet_rgb"))
         x = preprocess_image(image, cfg["in_chans"], cfg["img_size"], cfg["pixel_mean"], cfg["pixel_std"],
-                             cfg.get("pixel_scale"), self.color_order, rgb_first)
+                             cfg.get("pixel_scale"), self.color_order, rgb_first, cfg.get("minmax_channels"))
         self._embedding = self.graphs["encoder"].infer({"x": x})["embeddings"]
         self._embedding_key = key
         self._image_size = image.shape[:2]

@@ -64,3 +64,17 @@ def test_resize_to_model_size_and_back():
 def test_bad_frames(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_simcmf_image_minmax_and_channel_order():
+    from runtime.preprocess import preprocess_image
+
+    img = np.zeros((4, 4, 4), np.uint8)
+    img[..., 0] = 10  # B
+    img[..., 2] = 200  # R
+    img[..., 3] = np.arange(16, dtype=np.uint8).reshape(4, 4) + 50  # thermal 50..65
+    x = preprocess_image(img, 4, 4, [0] * 4, [1] * 4, "RGB 0-1", "bgr", rgb_first=True, minmax_channels=[3])
+    np.testing.assert_allclose(x[0, 0], 200 / 255, rtol=1e-6)  # R first
+    np.testing.assert_allclose(x[0, 2], 10 / 255, rtol=1e-6)
+    assert x[0, 3].min() == 0 and x[0, 3].max() == 1  # thermal stretched per image
+    np.testing.assert_allclose(x[0, 3], np.round((img[..., 3] - 50) / 15 * 255) / 255, rtol=1e-6)
