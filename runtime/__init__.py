@@ -9,5 +9,6 @@ machines without it.
 """
 from .metadata import ModelFileError, ModelInfo, read_onnx_info
 from .segmenter import Segmenter
+from .streams import open_source, stream
 
-__all__ = ["Segmenter", "ModelInfo", "ModelFileError", "read_onnx_info"]
+__all__ = ["Segmenter", "ModelInfo", "ModelFileError", "read_onnx_info", "open_source", "stream"]

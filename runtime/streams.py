@@ -1,0 +1,497 @@
+"""Paired sensor streams: the frame sources robots have, and a pipelined segmentation loop.
+
+    from runtime import Segmenter
+    from runtime.streams import open_source, stream
+
+    seg = Segmenter("gopt_rgbt.onnx")
+    source = open_source("rgb.avi", "thermal.avi")          # or folders, an MFNet PNG, camera indices
+    for r in stream(seg, source, drop_stale=True):
+        print(r.frame.index, r.labels.shape, r.timing["latency"])
+
+Sources yield ``FramePair``s and have ``close()``:
+
+- ``VideoPair(rgb_video, aux_video)``: two video files, frame by frame.
+- ``FolderPair(rgb_dir, aux_dir, match="name" | "timestamp")``: two image folders; auxiliary
+  images are read unchanged, so 16-bit depth and radiometric thermal PNGs keep their values.
+- ``ImagePair(rgb_file, aux_file)``: one still pair.
+- ``MFNetFrames(path)``: MFNet's 4-channel PNGs (BGR + thermal), one file or a folder.
+- ``CameraPair(i, j)``: two OpenCV cameras.
+
+``stream`` decodes and preprocesses frame t+1 in a background thread while frame t is
+in inference, through a bounded queue. With ``drop_stale`` a slow consumer gets the newest
+frames: older queued frames are discarded and counted. Every result carries its timing in
+milliseconds: decode, preprocess, infer (inference + postprocessing) and latency (from the
+start of decoding, or from capture for cameras, to the label map).
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".exr")
+AUX_CHANNELS = {"thermal": 1, "depth": 1, "hha": 3, "sar": 1}
+TIME_UNITS_MS = {"s": 1e3, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
+STAGES = ("decode", "preprocess", "infer", "latency")
+
+
+@dataclass
+class FramePair:
+    index: int  # position in the source, counting from 0
+    name: str  # a file-name-safe name for outputs
+    timestamp: float | None  # ms on the source's clock (file name, video position, camera time)
+    rgb: np.ndarray  # H x W x 3 uint8, as decoded (BGR for OpenCV decoders)
+    aux: np.ndarray  # H x W (thermal, depth, SAR) or H x W x 3 (HHA), the sensor's own dtype
+    captured: float | None = None  # time.perf_counter() at capture, for live sources
+
+
+@dataclass
+class Result:
+    frame: FramePair
+    labels: np.ndarray  # H x W uint8 at the frame's size
+    timing: dict[str, float]  # ms: decode, preprocess, infer, latency
+    dropped: int = 0  # stale frames dropped so far in this stream
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _aux_channels(modality: str) -> int:
+    if modality not in AUX_CHANNELS:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(AUX_CHANNELS)}")
+    return AUX_CHANNELS[modality]
+
+
+def to_aux(aux: np.ndarray, channels: int) -> np.ndarray:
+    """A decoded auxiliary frame with the channels the model takes: a 3-channel (BGR) decode
+    of a grey sensor becomes one grey channel; an alpha channel is dropped."""
+    if aux.ndim == 3 and aux.shape[2] == 1:
+        aux = aux[..., 0]
+    if aux.ndim == 3 and channels == 1 and aux.shape[2] in (3, 4):
+        return cv2.cvtColor(aux, cv2.COLOR_BGR2GRAY if aux.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    if aux.ndim == 3 and channels == 3 and aux.shape[2] == 4:
+        return np.ascontiguousarray(aux[..., :3])
+    return aux
+
+
+def check_sizes(name: str, rgb: np.ndarray, aux: np.ndarray, resize_aux: bool) -> None:
+    if not resize_aux and rgb.shape[:2] != aux.shape[:2]:
+        raise ValueError(f"{name}: rgb {rgb.shape[1]}x{rgb.shape[0]} and aux {aux.shape[1]}x{aux.shape[0]} "
+                         "frames differ in size; use resize_aux (--resize-aux) if the two sensors cover "
+                         "the same field of view")
+
+
+def _exists(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
+    return path
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def list_images(folder) -> list[Path]:
+    """The image files of a folder in natural order (frame_2 before frame_10)."""
+    folder = _exists(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder")
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")]
+    if not files:
+        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXTS)})")
+    return sorted(files, key=_natural_key)
+
+
+def read_image(path: Path, flags: int) -> np.ndarray:
+    img = cv2.imread(str(path), flags)
+    if img is None:
+        raise ValueError(f"{path}: not a readable image")
+    return img
+
+
+def stem_time(path: Path, unit: str = "ms") -> float:
+    """The timestamp in a file name, in ms: its longest digit run (``1700000000123.png``,
+    ``thermal_1700000000123.png``), or seconds with a fraction (``1700000000.123.png``, unit "s")."""
+    runs = re.findall(r"\d+(?:\.\d+)?", path.stem)
+    if not runs:
+        raise ValueError(f"{path}: no digits in the file name to read a timestamp from")
+    return float(max(runs, key=len)) * TIME_UNITS_MS[unit]
+
+
+# ---- sources ----------------------------------------------------------------------------------
+
+
+class ImagePair:
+    """One still RGB + auxiliary image pair."""
+
+    def __init__(self, rgb_path, aux_path, modality: str = "thermal", resize_aux: bool = False):
+        self.rgb_path, self.aux_path = _exists(rgb_path), _exists(aux_path)
+        self.channels, self.resize_aux = _aux_channels(modality), resize_aux
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[FramePair]:
+        rgb = read_image(self.rgb_path, cv2.IMREAD_COLOR)
+        aux = to_aux(read_image(self.aux_path, cv2.IMREAD_UNCHANGED), self.channels)
+        check_sizes(self.rgb_path.name, rgb, aux, self.resize_aux)
+        yield FramePair(0, self.rgb_path.stem, None, rgb, aux)
+
+    def close(self) -> None:
+        pass
+
+
+class FolderPair:
+    """Two image folders, paired by file stem (``match="name"``) or by the timestamp in the
+    file names (``match="timestamp"``: the nearest auxiliary frame within ``max_skew_ms``).
+    RGB frames without a partner are skipped and counted in ``skipped``."""
+
+    def __init__(self, rgb_dir, aux_dir, match: str = "name", max_skew_ms: float = 50.0,
+                 modality: str = "thermal", resize_aux: bool = False, time_unit: str = "ms"):
+        if match not in ("name", "timestamp"):
+            raise ValueError(f"match must be 'name' or 'timestamp', got {match!r}")
+        if time_unit not in TIME_UNITS_MS:
+            raise ValueError(f"time_unit must be one of {list(TIME_UNITS_MS)}, got {time_unit!r}")
+        self.channels, self.resize_aux = _aux_channels(modality), resize_aux
+        rgb_files, aux_files = list_images(rgb_dir), list_images(aux_dir)
+        if match == "name":
+            self.pairs = self._by_name(rgb_files, aux_files)
+        else:
+            self.pairs = self._by_time(rgb_files, aux_files, max_skew_ms, time_unit)
+        self.skipped = len(rgb_files) - len(self.pairs)
+        if not self.pairs:
+            how = "file name" if match == "name" else f"timestamp within {max_skew_ms:g} ms"
+            hint = " (try match='timestamp')" if match == "name" else ""
+            raise ValueError(f"no image of {rgb_dir} has a partner in {aux_dir} by {how}{hint}")
+
+    @staticmethod
+    def _by_name(rgb_files, aux_files):
+        aux = {p.stem: p for p in aux_files}
+        return [(r, aux[r.stem], None) for r in rgb_files if r.stem in aux]
+
+    @staticmethod
+    def _by_time(rgb_files, aux_files, max_skew_ms, unit):
+        aux = sorted((stem_time(p, unit), p) for p in aux_files)
+        times = [t for t, _ in aux]
+        pairs = []
+        for r in sorted(rgb_files, key=lambda p: stem_time(p, unit)):
+            t = stem_time(r, unit)
+            i = bisect.bisect_left(times, t)
+            near = min((j for j in (i - 1, i) if 0 <= j < len(times)), key=lambda j: abs(times[j] - t))
+            if abs(times[near] - t) <= max_skew_ms:
+                pairs.append((r, aux[near][1], t))
+        return pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __iter__(self) -> Iterator[FramePair]:
+        for index, (rgb_path, aux_path, t) in enumerate(self.pairs):
+            rgb = read_image(rgb_path, cv2.IMREAD_COLOR)
+            aux = to_aux(read_image(aux_path, cv2.IMREAD_UNCHANGED), self.channels)
+            check_sizes(rgb_path.name, rgb, aux, self.resize_aux)
+            yield FramePair(index, rgb_path.stem, t, rgb, aux)
+
+    def close(self) -> None:
+        pass
+
+
+class MFNetFrames:
+    """MFNet's layout: one 4-channel PNG per frame, channels 0-2 BGR and channel 3 thermal.
+    ``path`` is one such file or a folder of them."""
+
+    def __init__(self, path):
+        path = _exists(path)
+        self.files = list_images(path) if path.is_dir() else [path]
+        self.skipped = 0
+        self._read(self.files[0])  # a wrong layout fails here, not in the middle of a stream
+
+    @staticmethod
+    def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        img = read_image(path, cv2.IMREAD_UNCHANGED)
+        if img.ndim != 3 or img.shape[2] != 4 or img.dtype != np.uint8:
+            raise ValueError(f"{path}: expected an MFNet 4-channel uint8 PNG (BGR + thermal), got shape "
+                             f"{img.shape} {img.dtype}; pass the auxiliary frames separately")
+        return np.ascontiguousarray(img[..., :3]), np.ascontiguousarray(img[..., 3])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __iter__(self) -> Iterator[FramePair]:
+        for index, path in enumerate(self.files):
+            rgb, thermal = self._read(path)
+            yield FramePair(index, path.stem, None, rgb, thermal)
+
+    def close(self) -> None:
+        pass
+
+
+class VideoPair:
+    """Two video files read in step; the stream ends with the shorter one. Videos decode
+    as 3-channel BGR: a grey sensor's frames become one grey channel."""
+
+    def __init__(self, rgb_path, aux_path, modality: str = "thermal", resize_aux: bool = False):
+        if modality == "depth":
+            raise ValueError(f"{aux_path}: depth from a video file has lost its 16-bit values; "
+                             "record depth as a folder of 16-bit PNGs")
+        self.channels, self.resize_aux = _aux_channels(modality), resize_aux
+        self.paths = (_exists(rgb_path), _exists(aux_path))
+        self.caps = []
+        for p in self.paths:
+            cap = cv2.VideoCapture(str(p))
+            if not cap.isOpened():
+                self.close()
+                raise ValueError(f"{p}: cannot be opened as a video")
+            self.caps.append(cap)
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[FramePair]:
+        rgb_cap, aux_cap = self.caps
+        stem = self.paths[0].stem
+        index = 0
+        while True:
+            ok_rgb, rgb = rgb_cap.read()
+            ok_aux, aux = aux_cap.read()
+            if not (ok_rgb and ok_aux):
+                return
+            aux = to_aux(aux, self.channels)
+            if index == 0:
+                check_sizes(f"{self.paths[0].name} + {self.paths[1].name}", rgb, aux, self.resize_aux)
+            yield FramePair(index, f"{stem}_{index:06d}", rgb_cap.get(cv2.CAP_PROP_POS_MSEC), rgb, aux)
+            index += 1
+
+    def close(self) -> None:
+        for cap in self.caps:
+            cap.release()
+        self.caps = []
+
+
+def open_camera(index: int, width: int | None = None, height: int | None = None) -> cv2.VideoCapture:
+    level = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        cap = cv2.VideoCapture(int(index))
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if not cap.isOpened():
+        cap.release()
+        raise ValueError(f"camera {index}: cannot be opened (no such device, or another program holds it)")
+    if width:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    if height:
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+    return cap
+
+
+class CameraPair:
+    """Two OpenCV cameras (device indices). Both are grabbed back to back before decoding,
+    so the pair is as close in time as the drivers allow; ``timestamp`` is the capture time
+    in ms on ``time.monotonic``'s clock. Runs until the consumer stops."""
+
+    def __init__(self, rgb_index: int, aux_index: int, modality: str = "thermal", resize_aux: bool = False,
+                 width: int | None = None, height: int | None = None):
+        if int(rgb_index) == int(aux_index):
+            raise ValueError(f"camera {rgb_index} given for both rgb and aux")
+        self.channels, self.resize_aux = _aux_channels(modality), resize_aux
+        self.indices = (int(rgb_index), int(aux_index))
+        self.caps = [open_camera(self.indices[0], width, height)]
+        try:
+            self.caps.append(open_camera(self.indices[1], width, height))
+        except ValueError:
+            self.close()
+            raise
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[FramePair]:
+        rgb_cap, aux_cap = self.caps
+        index = 0
+        while True:
+            for i, cap in zip(self.indices, self.caps):
+                if not cap.grab():
+                    raise ValueError(f"camera {i}: stopped delivering frames")
+            captured, timestamp = time.perf_counter(), time.monotonic() * 1e3
+            (ok_rgb, rgb), (ok_aux, aux) = rgb_cap.retrieve(), aux_cap.retrieve()
+            if not (ok_rgb and ok_aux):
+                raise ValueError(f"camera {self.indices[0] if not ok_rgb else self.indices[1]}: "
+                                 "a grabbed frame could not be decoded")
+            if rgb.ndim == 2:
+                rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2BGR)
+            aux = to_aux(aux, self.channels)
+            if index == 0:
+                check_sizes(f"cameras {self.indices[0]} + {self.indices[1]}", rgb, aux, self.resize_aux)
+            yield FramePair(index, f"cam{self.indices[0]}_{index:06d}", timestamp, rgb, aux, captured)
+            index += 1
+
+    def close(self) -> None:
+        for cap in self.caps:
+            cap.release()
+        self.caps = []
+
+
+def _camera_index(x) -> int | None:
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, str) and x.isdigit() and not os.path.exists(x):
+        return int(x)
+    return None
+
+
+def open_source(rgb, aux=None, modality: str = "thermal", resize_aux: bool = False, match: str = "name",
+                max_skew_ms: float = 50.0, time_unit: str = "ms"):
+    """The source for what ``rgb`` and ``aux`` are: two camera indices, two folders, two
+    videos, two images, or (``aux`` None) an MFNet 4-channel PNG file or folder."""
+    cams = _camera_index(rgb), (None if aux is None else _camera_index(aux))
+    if cams[0] is not None or cams[1] is not None:
+        if None in cams:
+            raise ValueError("a camera index pairs only with another camera index (rgb and aux)")
+        return CameraPair(*cams, modality=modality, resize_aux=resize_aux)
+    rgb = _exists(rgb)
+    if aux is None:
+        if rgb.is_dir() or rgb.suffix.lower() == ".png":
+            return MFNetFrames(rgb)
+        raise ValueError(f"{rgb}: an aux source is needed unless rgb is an MFNet 4-channel PNG file or folder")
+    aux = _exists(aux)
+    if rgb.is_dir() and aux.is_dir():
+        return FolderPair(rgb, aux, match, max_skew_ms, modality, resize_aux, time_unit)
+    if rgb.is_dir() or aux.is_dir():
+        raise ValueError(f"{rgb} and {aux}: one is a folder and the other a file; pass two folders or two files")
+    images = [p.suffix.lower() in IMAGE_EXTS for p in (rgb, aux)]
+    if all(images):
+        return ImagePair(rgb, aux, modality, resize_aux)
+    if any(images):
+        raise ValueError(f"{rgb} and {aux}: one is an image and the other a video; pass two of a kind")
+    return VideoPair(rgb, aux, modality, resize_aux)
+
+
+# ---- the pipelined loop -----------------------------------------------------------------------
+
+
+class _End:
+    pass
+
+
+@dataclass
+class _Failed:
+    error: BaseException
+
+
+@dataclass
+class _Job:
+    frame: FramePair
+    prepared: object
+    start: float
+    timing: dict = field(default_factory=dict)
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    """A blocking put that gives up when the consumer has gone."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.05)
+            return
+        except queue.Full:
+            pass
+
+
+def stream(segmenter, source, queue_size: int = 2, drop_stale: bool = False,
+           color_order: str | None = None) -> Iterator[Result]:
+    """Segment every frame pair of ``source``, in order, with decoding and preprocessing of
+    the next frames overlapping the current inference (a background thread, a queue of
+    ``queue_size`` prepared frames). ``drop_stale``: when the consumer falls behind, the
+    oldest queued frames are discarded (counted in ``Result.dropped``) so that it always gets
+    the newest. The source is closed when the stream ends, stops early or fails; an error in
+    the background thread is raised here."""
+    if getattr(segmenter, "kind", "gopt") != "gopt":
+        raise ValueError("streams run GoPT models (rgb + aux frames); SimCMF segments on clicks")
+    if queue_size < 1:
+        raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+    return _pipeline(segmenter, source, queue_size, drop_stale, color_order)
+
+
+def _pipeline(segmenter, source, queue_size, drop_stale, color_order) -> Iterator[Result]:
+    q: queue.Queue = queue.Queue(maxsize=queue_size)
+    stop = threading.Event()
+    dropped = [0]
+
+    def offer(job: _Job) -> None:
+        if not drop_stale:
+            return _put(q, job, stop)
+        while not stop.is_set():
+            try:
+                q.put_nowait(job)
+                return
+            except queue.Full:
+                try:
+                    q.get_nowait()
+                    dropped[0] += 1
+                except queue.Empty:
+                    pass
+
+    def produce() -> None:
+        try:
+            frames = iter(source)
+            while not stop.is_set():
+                start = time.perf_counter()
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                decoded = time.perf_counter()
+                if frame.captured is not None:
+                    start = frame.captured
+                prepared = segmenter.prepare(frame.rgb, frame.aux, color_order)
+                done = time.perf_counter()
+                offer(_Job(frame, prepared, start, {"decode": 1e3 * (decoded - start),
+                                                    "preprocess": 1e3 * (done - decoded)}))
+            _put(q, _End(), stop)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            _put(q, _Failed(e), stop)
+        finally:
+            source.close()
+
+    worker = threading.Thread(target=produce, name="frame-pipeline", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=0.1)
+            except queue.Empty:
+                if not worker.is_alive() and q.empty():
+                    raise RuntimeError("the frame pipeline thread ended without a result") from None
+                continue
+            if isinstance(item, _End):
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            t0 = time.perf_counter()
+            labels = segmenter.run_prepared([item.prepared])[0]
+            t1 = time.perf_counter()
+            timing = {**item.timing, "infer": 1e3 * (t1 - t0), "latency": 1e3 * (t1 - item.start)}
+            yield Result(item.frame, labels, timing, dropped[0])
+    finally:
+        stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                break
+        worker.join(timeout=5.0)
+
+
+def timing_summary(results) -> dict[str, dict[str, float]]:
+    """{stage: {"mean", "p50", "p90"}} in ms over results (or their timing dicts)."""
+    timings = [r.timing if isinstance(r, Result) else r for r in results]
+    out = {}
+    for stage in STAGES:
+        v = np.array([t[stage] for t in timings if stage in t], np.float64)
+        if len(v):
+            out[stage] = {"mean": float(v.mean()), "p50": float(np.percentile(v, 50)),
+                          "p90": float(np.percentile(v, 90))}
+    return out
