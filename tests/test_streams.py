@@ -307,12 +307,15 @@ def test_early_stop_does_not_hang(seg, mfnet, drop_stale):
         return out
 
     got = within(20, consume)
-    assert len(got) == 3 and got[0] == 0
+    assert len(got) == 3 and got == sorted(set(got))
+    if not drop_stale:
+        assert got == [0, 1, 2]  # with drop_stale, a late consumer may legitimately miss frame 0
     assert_pipeline_ended()
     assert source.closed
 
     frames = stream(seg, Endless(small(mfnet[1][0]), small(mfnet[1][1])), drop_stale=drop_stale)
-    assert next(frames).frame.index == 0
+    first = next(frames).frame.index
+    assert first == 0 or drop_stale
     within(10, frames.close)
     assert_pipeline_ended()
 
