@@ -38,10 +38,23 @@ def resolve_backend(backend: str, device) -> str:
     return backend
 
 
+def _use_triton(backend: str, device, C: int, d: int) -> bool:
+    """Triton when asked or chosen by "auto"; "auto" keeps the reference for sizes the
+    kernels do not tile, "triton" lets the kernel refuse them with its own error."""
+    if resolve_backend(backend, device) != "triton":
+        return False
+    if backend == "auto":
+        from .group_merge_triton import supported
+
+        return supported(C, d)
+    return True
+
+
 def group_merge(*args, backend: str = "torch"):
     """CUP hard group merge (eq. 8-10); see ``reference.group_merge_reference``."""
-    if resolve_backend(backend, args[0].device) == "triton":
-        from .group_merge import group_merge_triton
+    a, c = args[0], args[1]
+    if _use_triton(backend, a.device, c.shape[1], c.shape[2]):
+        from .group_merge_triton import group_merge_triton
 
         return group_merge_triton(*args)
     return group_merge_reference(*args)
@@ -49,8 +62,9 @@ def group_merge(*args, backend: str = "torch"):
 
 def prompt_inject(*args, backend: str = "torch"):
     """ACP cross-attention + injection (eq. 11-14, 3); see ``reference.prompt_inject_reference``."""
-    if resolve_backend(backend, args[0].device) == "triton":
-        from .prompt_inject import prompt_inject_triton
+    P = args[1]
+    if _use_triton(backend, args[0].device, P.shape[1], P.shape[2]):
+        from .prompt_inject_triton import prompt_inject_triton
 
         return prompt_inject_triton(*args)
     return prompt_inject_reference(*args)
