@@ -512,8 +512,10 @@ def plot(result, path) -> None:
     for j, (name, alpha) in enumerate((("p50", 1.0), ("p90", 0.6), ("p99", 0.35))):
         ax1.bar(x + (j - 1) * 0.27, [s[j] for s in stats], 0.27, label=name, alpha=alpha, color="C0")
     ax1.set_xticks(x, labels, fontsize=7)
-    ax1.set_ylabel("latency (ms, log scale)")
-    ax1.set_yscale("log")
+    spread = max((max(s) for s in stats), default=1) / max(min((min(s) for s in stats), default=1), 1e-9)
+    if spread > 20:  # backends orders of magnitude apart
+        ax1.set_yscale("log")
+    ax1.set_ylabel("latency (ms" + (", log scale)" if spread > 20 else ")"))
     ax1.set_title(f"latency percentiles, batch {min((r['batch'] for r in ok), default=1)}")
     ax1.legend()
     for key in sorted({(r["backend"], r["precision"], r["mode"]) for r in ok}):
@@ -523,6 +525,7 @@ def plot(result, path) -> None:
     ax2.set_xlabel("batch size")
     ax2.set_ylabel("frames / s")
     ax2.set_title("throughput")
+    ax2.set_ylim(bottom=0)
     ax2.legend(fontsize=7)
     env = result["environment"]
     fig.suptitle(f"{env.get('gpu') or env['cpu']}  {env['date']}", fontsize=9)
