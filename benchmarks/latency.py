@@ -425,7 +425,6 @@ def reference_labels(model_path: Path, frames, args, backend) -> list[np.ndarray
     """PyTorch fp32 eager label maps of the real frames (None when no checkpoint is given)."""
     if model_path.suffix.lower() not in (".pt", ".pth"):
         return None
-    import torch
 
     from runtime.segmenter import Segmenter
     from runtime.torch_backend import gopt_backend

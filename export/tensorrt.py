@@ -22,7 +22,6 @@ model file, or TensorRT / cuda-python / a CUDA GPU missing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import os

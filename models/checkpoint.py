@@ -53,17 +53,13 @@ def mae_backbone_state(obj: dict) -> dict:
     return {f"backbone.{k}": v for k, v in sd.items() if not k.startswith(MAE_DROPPED)}
 
 
-def check_state_dict(model: torch.nn.Module, state_dict: dict, source: str) -> None:
-    """One error listing every missing, unexpected or mis-shaped key."""
-    expected = model.state_dict()
-    missing = expected.keys() - state_dict.keys()
-    unexpected = state_dict.keys() - expected.keys()
-    shapes = [f"{k} {list(state_dict[k].shape)} (expected {list(expected[k].shape)})"
-              for k in expected.keys() & state_dict.keys()
-              if k != "backbone.pos_embed" and state_dict[k].shape != expected[k].shape]
-    pos = state_dict.get("backbone.pos_embed")
-    if pos is not None and (pos.ndim != 3 or pos.shape[-1] != model.config.embed_dim):
-        shapes.append(f"backbone.pos_embed {list(pos.shape)} (expected [1, 1 + G*G, {model.config.embed_dim}])")
+def state_dict_problems(expected: dict, state: dict, skip_shape: tuple = ()) -> list[str]:
+    """Missing, unexpected and mis-shaped keys of ``state`` against ``expected``, as phrases."""
+    missing = expected.keys() - state.keys()
+    unexpected = state.keys() - expected.keys()
+    shapes = [f"{k} {list(getattr(state[k], 'shape', []))} (expected {list(expected[k].shape)})"
+              for k in expected.keys() & state.keys()
+              if k not in skip_shape and getattr(state[k], "shape", None) != expected[k].shape]
     problems = []
     if missing:
         problems.append(f"missing {len(missing)} keys: {_listing(missing)}")
@@ -71,6 +67,17 @@ def check_state_dict(model: torch.nn.Module, state_dict: dict, source: str) -> N
         problems.append(f"unexpected {len(unexpected)} keys: {_listing(unexpected)}")
     if shapes:
         problems.append(f"{len(shapes)} shape mismatches: {_listing(shapes)}")
+    return problems
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: dict, source: str) -> None:
+    """One error listing every missing, unexpected or mis-shaped key. The position embedding
+    may come at any pre-training grid G: only its layout is checked."""
+    problems = state_dict_problems(model.state_dict(), state_dict, skip_shape=("backbone.pos_embed",))
+    pos = state_dict.get("backbone.pos_embed")
+    D = model.config.embed_dim
+    if pos is not None and (pos.ndim != 3 or pos.shape[-1] != D):
+        problems.append(f"backbone.pos_embed {list(pos.shape)} (expected [1, 1 + G*G, {D}])")
     if problems:
         raise CheckpointError(f"{source} does not fit the GoPT config: " + "; ".join(problems))
 

@@ -18,7 +18,7 @@ import argparse
 
 import torch
 
-from .checkpoint import CheckpointError, read_torch_file
+from .checkpoint import CheckpointError, read_torch_file, state_dict_problems
 from .simcmf import MODALITIES, SAM_VIT_B, SimCMF, SimCMFConfig
 
 PROJECTOR = "image_encoder.projector."
@@ -177,17 +177,7 @@ def check_sam_base(base: dict, source: str, arch: dict | None = None) -> None:
 
 
 def _check_fits(model: SimCMF, state: dict, source: str) -> None:
-    expected = model.state_dict()
-    missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
-    shapes = [f"{k} {_shape(state[k])} (expected {list(expected[k].shape)})"
-              for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape]
-    problems = []
-    if unexpected:
-        problems.append(f"{len(unexpected)} keys that fit no part of the model: {_listing(unexpected)}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatches: {_listing(shapes)}")
-    if missing:
-        problems.append(f"missing {len(missing)} keys: {_listing(missing)}")
+    problems = state_dict_problems(model.state_dict(), state)
     if problems:
         raise CheckpointError(f"{source} cannot be placed in {model.config.summary()}: " + "; ".join(problems))
 

@@ -10,26 +10,19 @@ import onnxruntime as ort
 import pytest
 import torch
 
+import factories
+
 from export import graph
 from export.onnx import parse_args, run
 from export.trt_ops import TRT10_SUPPORTED_OPS
-from models import GoPT, GoPTConfig, save_gopt
+from models import save_gopt
 from runtime.metadata import ModelFileError, read_onnx_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_gopt(seed=0, **kw):
-    cfg = dict(embed_dim=64, depth=2, num_heads=2, num_classes=5, aux_channels=1, img_size=(32, 48),
-               prompt_dim=16, class_names=list("abcde"))
-    cfg.update(kw)
-    model = GoPT(GoPTConfig(**cfg))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    model.backbone.refresh_pos_embed()
-    return model.eval()
+    return factories.tiny_gopt(seed, **{"img_size": (32, 48), "class_names": list("abcde"), **kw})
 
 
 @pytest.fixture(scope="module")

@@ -8,26 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from factories import tiny_gopt
 from export.onnx import parse_args, run
-from models import GoPT, GoPTConfig, save_gopt
+from models import save_gopt
 from runtime import ModelFileError, Segmenter
 from runtime.backend import check_feeds
 from runtime.metadata import TensorSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "data", "samples", "mfnet_01234N.png")
-
-
-def tiny_gopt(seed=0):
-    cfg = GoPTConfig(embed_dim=64, depth=2, num_heads=2, num_classes=5, aux_channels=1, img_size=(48, 64),
-                     prompt_dim=16, aux_mean=[65.6], aux_std=[22.3])
-    model = GoPT(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    model.backbone.refresh_pos_embed()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import time
 import cv2
 import numpy as np
 import pytest
-import torch
 
+from factories import tiny_gopt
 from export.onnx import parse_args, run
-from models import GoPT, GoPTConfig, save_gopt
+from models import save_gopt
 from runtime import Segmenter
 from runtime.streams import (CameraPair, FolderPair, FramePair, ImagePair, MFNetFrames, VideoPair, open_source,
                              stem_time, stream, timing_summary)
@@ -20,18 +20,6 @@ from runtime.streams import (CameraPair, FolderPair, FramePair, ImagePair, MFNet
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")
 MFNET = [os.path.join(SAMPLES, f) for f in ("mfnet_01234N.png", "mfnet_01477D.png")]
-
-
-def tiny_gopt(seed=0, **overrides):
-    kw = dict(embed_dim=64, depth=2, num_heads=2, num_classes=5, aux_channels=1, img_size=(48, 64),
-              prompt_dim=16, aux_mean=[65.6], aux_std=[22.3])
-    model = GoPT(GoPTConfig(**{**kw, **overrides}))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    model.backbone.refresh_pos_embed()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
