@@ -1,12 +1,15 @@
-"""Latency and throughput of GoPT across backends, side by side, with an accuracy column.
+"""Latency and throughput of GoPT and SimCMF across backends, side by side, with an accuracy column.
 
     python benchmarks/latency.py MODEL [MODEL ...] [--backend torch,triton,compile,onnxruntime,tensorrt]
         [--batch 1,4,16,32] [--size 480x640] [--precision fp32,fp16,bf16] [--warmup-s 2]
         [--min-iters 50] [--min-time-s 2] [--cuda-graph] [--end-to-end | --compute-only]
         [--json OUT] [--plot OUT.png] [--markdown] [--quick]
 
-MODEL: a ``gopt/1`` checkpoint (every backend; ONNX exports are made and cached in
-``--work-dir``), an exported ``.onnx`` (onnxruntime) or a TensorRT ``.engine``.
+MODEL: a ``gopt/1`` checkpoint or a SimCMF checkpoint (with ``--base`` for a delta; every
+backend; ONNX exports are made and cached in ``--work-dir``), an exported ``.onnx``
+(onnxruntime; SimCMF: its encoder file) or a TensorRT ``.engine``. For SimCMF,
+compute-only times the image encoder at its input size (1024x1024) and end-to-end one
+image and one click per call; the accuracy column is mask agreement for a centre click.
 
 End-to-end is what a robot pays: uint8 frames in, label maps at the frame size out,
 preprocessing included (``Segmenter.run_batch``). Compute-only is the model alone on
@@ -159,6 +162,41 @@ def real_frames(modality: str, size) -> list[tuple[np.ndarray, np.ndarray]]:
     return (pairs * N_SETS)[:N_SETS]
 
 
+def simcmf_images(cfg: dict) -> list[np.ndarray]:
+    """N_SETS images for SimCMF at the MFNet frame size: the real RGB-T frame (C=4) or its
+    thermal channel (C=1) and mirrored copies; seeded random uint8 images for other C."""
+    f = cv2.imread(str(SAMPLES / "mfnet_01234N.png"), cv2.IMREAD_UNCHANGED)
+    C = cfg["in_chans"]
+    if C == 4:
+        base = [f, f[:, ::-1]]
+    elif C == 1:
+        base = [f[..., 3], f[:, ::-1, 3]]
+    else:
+        rng = np.random.default_rng(0)
+        base = [rng.integers(0, 256, (480, 640, C), dtype=np.uint8) for _ in range(2)]
+    images = [np.ascontiguousarray(b) for b in base]
+    images += [np.ascontiguousarray(b[::-1]) for b in images]
+    return images[:N_SETS]
+
+
+def model_kind(path: Path) -> str:
+    """"gopt" or "simcmf", from the checkpoint, the ONNX metadata or the engine's sidecar."""
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        from models.checkpoint import read_torch_file
+
+        return "gopt" if read_torch_file(path).get("format") == "gopt/1" else "simcmf"
+    if suffix == ".onnx":
+        from runtime.metadata import read_onnx_info
+
+        kind = read_onnx_info(path).kind
+    else:
+        from runtime.trt_backend import read_sidecar
+
+        kind = read_sidecar(path).model.kind
+    return "gopt" if kind == "gopt" else "simcmf"
+
+
 # ---- backends -----------------------------------------------------------------------------------
 
 def torch_device():
@@ -193,6 +231,66 @@ def onnx_for(ckpt: Path, size, precision: str, work_dir: Path) -> Path:
             export_gopt(load_checkpoint_model(ckpt, size), out, "batch", fp16=precision == "fp16",
                         progress=Progress(1))
     return out
+
+
+def simcmf_onnx_for(ckpt: Path, base, precision: str, work_dir: Path) -> Path:
+    """The SimCMF encoder / decoder pair exported once (cached), dynamic batch."""
+    from export.progress import Progress
+    from export.simcmf_onnx import export_simcmf
+    from models.simcmf_checkpoint import load_simcmf
+
+    h = hashlib.sha1()
+    with open(ckpt, "rb") as f:
+        h.update(f.read(1 << 20))
+    h.update(f"{os.path.getsize(ckpt)} {base} {precision}".encode())
+    stem = work_dir / f"{ckpt.stem}.{h.hexdigest()[:12]}.{precision}"
+    if not Path(f"{stem}.encoder.onnx").exists():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        print(f"  exporting {ckpt.name} to ONNX ({precision}) for onnxruntime ...", flush=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            export_simcmf(load_simcmf(ckpt, base=base)[0], stem, "batch", fp16=precision == "fp16",
+                          progress=Progress(2))
+    return Path(f"{stem}.encoder.onnx")
+
+
+def make_graphs(model_path: Path, kind: str, backend: str, precision: str, args) -> dict:
+    """The runtime backends of a model ({"gopt": b} or {"encoder": e, "decoder": d}), or
+    Unavailable with the reason."""
+    if kind == "gopt":
+        return {"gopt": make_backend(model_path, backend, precision, args)}
+    from runtime.segmenter import open_graphs
+
+    suffix = model_path.suffix.lower()
+    if backend == "triton":
+        raise Unavailable("the fused Triton kernels are GoPT's prompter; SimCMF has none")
+    if backend == "compile":
+        raise Unavailable("torch.compile is measured for GoPT")
+    if backend == "torch":
+        if suffix not in (".pt", ".pth"):
+            raise Unavailable(f"needs the PyTorch checkpoint, got {suffix}")
+        if precision != "fp32":
+            raise Unavailable("SimCMF in PyTorch is measured in fp32")
+        from runtime.torch_backend import simcmf_backends
+
+        return simcmf_backends(model_path, torch_device(), base=args.base)
+    if backend == "onnxruntime":
+        if precision == "bf16":
+            raise Unavailable("the ONNX export has fp32 and fp16 variants, no bf16")
+        if suffix in (".pt", ".pth"):
+            return open_graphs(simcmf_onnx_for(model_path, args.base, precision, args.work_dir))
+        if suffix != ".onnx":
+            raise Unavailable(f"needs a .onnx model or a checkpoint, got {suffix}")
+        graphs = open_graphs(model_path)
+        if graphs["encoder"].info.precision != precision:
+            raise Unavailable(f"{model_path.name} is {graphs['encoder'].info.precision}")
+        return graphs
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        raise Unavailable("TensorRT is not installed") from None
+    if suffix not in (".engine", ".plan"):
+        raise Unavailable("needs engines built with `python -m export.tensorrt`")
+    return open_graphs(model_path)
 
 
 def make_backend(model_path: Path, backend: str, precision: str, args):
@@ -351,6 +449,77 @@ def bench_one(b, mode, batch, frames, args) -> dict:
     return row
 
 
+def bench_simcmf(graphs, mode, batch, images, args) -> dict:
+    """Compute-only: the encoder on [batch, C, S, S] tensors (the expensive graph). End-to-end:
+    one new image and one click per call, the encoder included (its cache never hits)."""
+    from runtime.preprocess import preprocess_image
+    from runtime.segmenter import Segmenter
+
+    encoder = graphs["encoder"]
+    cfg = encoder.info.config
+    if encoder.device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    if mode == "end-to-end":
+        if batch != 1:
+            raise Unavailable("SimCMF end to end segments one image per call")
+        seg = Segmenter.from_backends(graphs)
+        H, W = images[0].shape[:2]
+
+        def step(i):
+            seg.run(images[i % len(images)], points=[(W // 2, H // 2)])
+        sync = (lambda: None)
+    else:
+        fixed = encoder.info.input("x").shape[0]
+        if not isinstance(fixed, str) and fixed != batch:
+            raise Unavailable(f"the encoder has a fixed batch of {fixed}")
+        rgb_first = (cfg.get("modality") or "").startswith("rgb")
+        xs = [preprocess_image(im, cfg["in_chans"], cfg["img_size"], cfg["pixel_mean"], cfg["pixel_std"],
+                               cfg.get("pixel_scale"), "bgr", rgb_first, cfg.get("minmax_channels"))
+              for im in images]
+        feeds = [{"x": np.concatenate([xs[(i + j) % len(xs)] for j in range(batch)])} for i in range(N_SETS)]
+        if encoder.name == "torch":
+            import torch
+
+            tensors = [torch.from_numpy(f["x"]).to(encoder.torch_device) for f in feeds]
+            sync = torch.cuda.synchronize if encoder.device == "cuda" else (lambda: None)
+
+            def step(i):
+                with torch.inference_mode():
+                    encoder.fn(tensors[i % len(tensors)])
+        else:
+            def step(i):
+                encoder.infer(feeds[i % len(feeds)])
+            sync = (lambda: None)
+    samples = measure(step, sync, args.warmup_s, args.min_iters, args.min_time_s, args.max_time_s)
+    row = summarize(samples, batch)
+    row["memory"] = memory(encoder.device)
+    row["split"] = None
+    return row
+
+
+def mask_agreement(graphs, reference: list[np.ndarray], images) -> float:
+    from runtime.segmenter import Segmenter
+
+    seg = Segmenter.from_backends(graphs)
+    H, W = images[0].shape[:2]
+    ours = [seg.run(im, points=[(W // 2, H // 2)])[0] for im in images[:2]]
+    return float(np.mean([(o == r).mean() for o, r in zip(ours, reference)]))
+
+
+def simcmf_reference(model_path: Path, images, args) -> list[np.ndarray] | None:
+    """PyTorch fp32 masks for one centre click on the first two images (checkpoints only)."""
+    if model_path.suffix.lower() not in (".pt", ".pth"):
+        return None
+    from runtime.segmenter import Segmenter
+    from runtime.torch_backend import simcmf_backends
+
+    seg = Segmenter.from_backends(simcmf_backends(model_path, torch_device(), base=args.base))
+    H, W = images[0].shape[:2]
+    return [seg.run(im, points=[(W // 2, H // 2)])[0] for im in images[:2]]
+
+
 def label_agreement(b, reference: list[np.ndarray], frames) -> float:
     from runtime.segmenter import Segmenter
 
@@ -375,6 +544,7 @@ def run_benchmarks(args, argv) -> dict:
     rows = []
     for model_path in args.models:
         model_path = Path(model_path)
+        kind = model_kind(model_path)
         reference, frames = None, None
         for backend in args.backends:
             for precision in args.precisions:
@@ -388,26 +558,33 @@ def run_benchmarks(args, argv) -> dict:
                                          "status": "skipped in --quick: compilation takes minutes"})
                     continue
                 try:
-                    b = make_backend(model_path, backend, precision, args)
+                    graphs = make_graphs(model_path, kind, backend, precision, args)
                 except Unavailable as why:
                     for mode in args.modes:
                         for batch in args.batches:
                             rows.append({**base, "mode": mode, "batch": batch, "status": f"unavailable: {why}"})
                     print(f"  unavailable: {why}")
                     continue
+                b = graphs.get("gopt") or graphs["encoder"]
                 cfg = b.info.config
-                size = tuple(cfg["img_size"])
+                size = tuple(cfg["img_size"]) if kind == "gopt" else (cfg["img_size"], cfg["img_size"])
                 if frames is None:
-                    frames = real_frames(cfg["modality"], size)
+                    frames = real_frames(cfg["modality"], size) if kind == "gopt" else simcmf_images(cfg)
                 if reference is None:
-                    reference = reference_labels(model_path, frames, args, b)
-                agreement = label_agreement(b, reference, frames) if reference else None
+                    reference = (reference_labels(model_path, frames, args, b) if kind == "gopt"
+                                 else simcmf_reference(model_path, frames, args))
+                agreement = None
+                if reference:
+                    agreement = (label_agreement(b, reference, frames) if kind == "gopt"
+                                 else mask_agreement(graphs, reference, frames))
                 for mode in args.modes:
                     for batch in args.batches:
                         row = {**base, "mode": mode, "batch": batch, "device": b.device,
                                "input_size": list(size), "label_agreement": agreement}
                         try:
-                            row.update(bench_one(b, mode, batch, frames, args), status="ok")
+                            bench = bench_one if kind == "gopt" else bench_simcmf
+                            row.update(bench(b if kind == "gopt" else graphs, mode, batch, frames, args),
+                                       status="ok")
                             lat = row["latency_ms"]
                             warn = "  WARNING: coefficient of variation above 5%" if row["cv"] > 0.05 else ""
                             print(f"  {mode:<12} batch {batch:<3} p50 {lat['p50']:9.2f} ms  "
@@ -416,7 +593,8 @@ def run_benchmarks(args, argv) -> dict:
                             row["status"] = f"unavailable: {why}"
                             print(f"  {mode:<12} batch {batch:<3} unavailable: {why}")
                         rows.append(row)
-                b.close()
+                for g in graphs.values():
+                    g.close()
     add_ratios(rows)
     return {"environment": env, "settings": settings(args), "results": rows}
 
@@ -471,8 +649,8 @@ def table_rows(result) -> list[list[str]]:
 
 def print_table(result) -> None:
     rows = table_rows(result)
-    widths = [max(len(c), *(len(r[i]) for r in rows if i < len(r))) if rows else len(c)
-              for i, c in enumerate(COLUMNS)]
+    measured = [r for r in rows if r[4][:1].isdigit()]  # status texts span the numeric columns
+    widths = [max([len(c)] + [len(r[i]) for r in (rows if i < 4 else measured)]) for i, c in enumerate(COLUMNS)]
     print()
     print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
     for r in rows:
@@ -538,6 +716,7 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python benchmarks/latency.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", type=Path)
+    ap.add_argument("--base", help="SAM ViT-B checkpoint for a SimCMF delta checkpoint")
     ap.add_argument("--backend", default=None, help=f"comma list (default: {','.join(BACKENDS)})")
     ap.add_argument("--batch", default="1,4")
     ap.add_argument("--size", default=None, help="model input size HxW (default: the checkpoint's)")

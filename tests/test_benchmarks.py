@@ -47,3 +47,26 @@ def test_quick_benchmark_json(tmp_path):
         assert 0.99 <= r["label_agreement"] <= 1.0
         assert positive_finite(r["memory"]["peak_rss_mb"])
     assert (tmp_path / "r.png").stat().st_size > 10_000
+
+
+def test_quick_benchmark_simcmf_encoder(tmp_path):
+    from pathlib import Path
+
+    from export.progress import Progress
+    from export.simcmf_onnx import export_simcmf
+    from test_simcmf import tiny_model
+
+    export_simcmf(tiny_model(modality="rgbt"), Path(tmp_path / "tiny"), "batch", progress=Progress(2))
+    cmd = [sys.executable, "benchmarks/latency.py", str(tmp_path / "tiny.encoder.onnx"), "--quick", "--batch",
+           "1,2", "--backend", "onnxruntime,triton", "--json", str(tmp_path / "r.json")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    ok = {(r["mode"], r["batch"]): r for r in rows if r["status"] == "ok"}
+    assert set(ok) == {("compute-only", 1), ("compute-only", 2), ("end-to-end", 1)}
+    for r in ok.values():
+        assert r["input_size"] == [128, 128]
+        assert all(positive_finite(r["latency_ms"][k]) for k in ("p50", "p99", "mean"))
+    statuses = {r["status"] for r in rows if r["status"] != "ok"}
+    assert "unavailable: SimCMF end to end segments one image per call" in statuses
+    assert any("Triton kernels are GoPT's prompter" in s for s in statuses)
