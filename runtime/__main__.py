@@ -41,6 +41,8 @@ def parse_args(argv=None):
     ap.add_argument("--color-order", choices=("bgr", "rgb"), default="bgr",
                     help="channel order of the decoded colour frames (OpenCV decodes to bgr)")
     ap.add_argument("--resize-aux", action="store_true", help="accept aux frames of another size (same field of view)")
+    ap.add_argument("--depth-units", type=float, default=0.001,
+                    help="metres per count of 16-bit depth images (default 0.001: millimetres)")
     ap.add_argument("--match", choices=("name", "timestamp"), default="name", help="how two folders are paired")
     ap.add_argument("--max-skew-ms", type=float, default=50.0, help="--match timestamp: largest rgb / aux gap")
     ap.add_argument("--time-unit", choices=("s", "ms", "us", "ns"), default="ms",
@@ -109,7 +111,8 @@ class OutputWriter:
 def run(args) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
-    seg = Segmenter(args.model, device=args.device, color_order=args.color_order, resize_aux=args.resize_aux)
+    seg = Segmenter(args.model, device=args.device, color_order=args.color_order, resize_aux=args.resize_aux,
+                    depth_units=args.depth_units)
     cfg = seg.config
     source = open_source(args.rgb, args.aux, cfg.get("modality", "thermal"), args.resize_aux, args.match,
                          args.max_skew_ms, args.time_unit)

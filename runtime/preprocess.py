@@ -5,7 +5,8 @@ how each modality's raw values become the values the model's ``aux_mean``/``aux_
 were computed on:
 
 - thermal: uint8 as is (0-255); uint16 scaled by 1/257 onto 0-255; float32 as is.
-- depth: uint16 millimetres or float32 metres, both to metres; 0 is a hole.
+- depth: uint16 counts (millimetres unless ``depth_units`` says otherwise) or float32
+  metres, both to metres; 0 is a hole.
   Holes are filled with the normalisation mean, so they enter the model as 0.
 - hha: H x W x 3 uint8, 0-255.  sar: uint8 / uint16 (scaled to 0-255) / float32.
 """
@@ -53,11 +54,13 @@ def preprocess_rgb(image: np.ndarray, size, mean, std, color_order: str = "bgr")
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
-def decode_aux(aux: np.ndarray, modality: str, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Raw sensor values -> (H x W x C float32 model units, hole mask or None)."""
+def decode_aux(aux: np.ndarray, modality: str, channels: int,
+               depth_units: float = 0.001) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw sensor values -> (H x W x C float32 model units, hole mask or None).
+    ``depth_units``: metres per count of a uint16 depth image (0.001: millimetres)."""
     if modality == "depth":
         aux = _check_frame("depth", aux, 1, (np.uint16, np.float32))
-        metres = aux.astype(np.float32) / 1000.0 if aux.dtype == np.uint16 else aux
+        metres = aux.astype(np.float32) * np.float32(depth_units) if aux.dtype == np.uint16 else aux
         return metres[..., None], metres <= 0
     name = modality
     aux = _check_frame(name, aux, channels, (np.uint8, np.uint16, np.float32))
@@ -67,10 +70,11 @@ def decode_aux(aux: np.ndarray, modality: str, channels: int) -> tuple[np.ndarra
     return (x[..., None] if x.ndim == 2 else x), None
 
 
-def preprocess_aux(aux: np.ndarray, size, mean, std, modality: str = "thermal") -> np.ndarray:
+def preprocess_aux(aux: np.ndarray, size, mean, std, modality: str = "thermal",
+                   depth_units: float = 0.001) -> np.ndarray:
     """Raw auxiliary frame -> [1, C, h, w] float32, normalised; depth holes become 0."""
     channels = len(mean)
-    x, holes = decode_aux(aux, modality, channels)
+    x, holes = decode_aux(aux, modality, channels, depth_units)
     # Depth: nearest, so that holes and edges are not blended into false depths.
     interpolation = cv2.INTER_NEAREST if modality == "depth" else cv2.INTER_LINEAR
     x = _resize(x, size, interpolation).reshape(size[0], size[1], channels)

@@ -53,25 +53,30 @@ class Prepared:
 
 class Segmenter:
     def __init__(self, path, device: str | None = None, providers=None, color_order: str = "bgr",
-                 resize_aux: bool = False, **options):
+                 resize_aux: bool = False, depth_units: float = 0.001, **options):
         """``path``: .engine / .plan (TensorRT), .onnx (ONNX Runtime), .pt / .pth (PyTorch).
         ``device``: None (the GPU when the backend gets one), "cuda" or "cpu".
         ``resize_aux``: accept an auxiliary frame of another size than the RGB frame (both are
         resized to the model's input; only right when the two sensors see the same field).
+        ``depth_units``: metres per count of uint16 depth frames (0.001: millimetres; RealSense
+        and Kinect cameras report millimetres, other sensors and datasets differ).
         ``base=``: SAM's checkpoint, for a SimCMF delta checkpoint run with PyTorch."""
         self.path = Path(path)
-        self._attach(open_graphs(path, device, providers, **options), color_order, resize_aux)
+        self._attach(open_graphs(path, device, providers, **options), color_order, resize_aux, depth_units)
 
     @classmethod
     def from_backends(cls, graphs: dict[str, Backend], name: str = "model", color_order: str = "bgr",
-                      resize_aux: bool = False) -> "Segmenter":
+                      resize_aux: bool = False, depth_units: float = 0.001) -> "Segmenter":
         """A Segmenter over backends built elsewhere ({"gopt": b} or {"encoder": e, "decoder": d})."""
         self = cls.__new__(cls)
         self.path = Path(name)
-        self._attach(graphs, color_order, resize_aux)
+        self._attach(graphs, color_order, resize_aux, depth_units)
         return self
 
-    def _attach(self, graphs, color_order, resize_aux) -> None:
+    def _attach(self, graphs, color_order, resize_aux, depth_units=0.001) -> None:
+        if not depth_units > 0:
+            raise ValueError(f"depth_units must be positive metres per count, got {depth_units}")
+        self.depth_units = float(depth_units)
         if color_order not in ("bgr", "rgb"):
             raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
         self.graphs = graphs
@@ -112,7 +117,7 @@ class Segmenter:
         if not self.resize_aux:
             check_pair(rgb, aux)
         x = preprocess_rgb(rgb, cfg["img_size"], cfg["rgb_mean"], cfg["rgb_std"], color_order or self.color_order)
-        a = preprocess_aux(aux, cfg["img_size"], cfg["aux_mean"], cfg["aux_std"], cfg["modality"])
+        a = preprocess_aux(aux, cfg["img_size"], cfg["aux_mean"], cfg["aux_std"], cfg["modality"], self.depth_units)
         return x, a
 
     def _infer_gopt(self, rgbs: list[np.ndarray], auxs: list[np.ndarray], want_logits: bool):

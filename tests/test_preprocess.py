@@ -35,6 +35,8 @@ def test_depth_holes_enter_as_zero():
     np.testing.assert_allclose(x[depth > 0], (depth[depth > 0] / 1000.0 - 3.0) / 1.5, rtol=1e-5)
     metres = preprocess_aux(depth.astype(np.float32) / 1000, depth.shape, [3.0], [1.5], "depth")
     np.testing.assert_allclose(metres[0, 0], x, atol=1e-5)
+    tenths = preprocess_aux(depth, depth.shape, [3.0], [1.5], "depth", depth_units=1e-4)[0, 0]
+    np.testing.assert_allclose(tenths[depth > 0], (depth[depth > 0] / 1e4 - 3.0) / 1.5, atol=1e-6)
 
 
 def test_resize_to_model_size_and_back():
