@@ -183,10 +183,12 @@ def check_gopt(model, path: Path, info: ModelInfo, batch: int, progress: Progres
     for name, (rgb, aux) in cases:
         with progress(f"checking on {name} inputs (ONNX Runtime vs PyTorch)"):
             logits, labels = session.run(["logits", "labels"], {"rgb": rgb, "aux": aux})
-            with torch.inference_mode():
+            with torch.inference_mode(), parity.closest_assignment() as margin:
                 ref = model(torch.from_numpy(rgb), torch.from_numpy(aux)).float()
             ref_labels = ref.argmax(1).numpy()
-            results.append(parity.compare(f"{name}: logits", logits, ref.numpy(), (labels, ref_labels)))
+            result = parity.compare(f"{name}: logits", logits, ref.numpy(), (labels, ref_labels))
+            result.note = parity.near_tie_note(margin)
+            results.append(result)
     return results
 
 
@@ -278,6 +280,8 @@ def run(args) -> int:
     print()
     for r in results:
         print(("  ok   " if tol.passes(r) else "  FAIL ") + r.line())
+        if not tol.passes(r) and r.note:
+            print(f"         {r.note}")
     if all(tol.passes(r) for r in results):
         print(f"within tolerance ({'fp16: label agreement >= 99.5%' if args.fp16 else 'fp32: max-abs <= 1e-4'})")
         return 0

@@ -1,6 +1,7 @@
 """Exported model vs PyTorch reference: the numbers an export is trusted by."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ class Parity:
     max_abs: float  # max |ours - reference|
     rel: float  # max_abs / max |reference|
     label_agreement: float | None = None  # fraction of equal argmax labels, for label outputs
+    note: str = ""  # a diagnosis shown when the check fails (e.g. a near-tie assignment)
 
     def line(self) -> str:
         s = f"{self.name:<28} max-abs {self.max_abs:.3g}  rel {self.rel:.3g}"
@@ -51,3 +53,39 @@ class Tolerance:
 
 FP32 = Tolerance(max_abs=1e-4, min_label_agreement=0.999)
 FP16 = Tolerance(max_abs=None, min_label_agreement=0.995)
+
+
+@contextlib.contextmanager
+def closest_assignment():
+    """Records the smallest relative top-2 margin of every hard assignment the PyTorch
+    reference makes inside the block: ``with closest_assignment() as m: model(...)``, then
+    ``m["rel"]``. Below fp32 resolution (~1.2e-7), a different but equally correct rounding
+    may pick the other group, and a flip inside the prompter moves the logits far more
+    than rounding does."""
+    import kernels.reference as ref
+
+    seen = {"rel": float("inf"), "abs": float("inf")}
+
+    def observe(logits):
+        if logits.shape[-1] < 2:
+            return
+        top = logits.detach().float().topk(2, dim=-1).values
+        gap = top[..., 0] - top[..., 1]
+        rel = gap / top[..., 0].abs().clamp(min=1e-12)
+        seen["abs"] = min(seen["abs"], float(gap.min()))
+        seen["rel"] = min(seen["rel"], float(rel.min()))
+
+    previous, ref.assignment_observer = ref.assignment_observer, observe
+    try:
+        yield seen
+    finally:
+        ref.assignment_observer = previous
+
+
+def near_tie_note(margin: dict) -> str:
+    if margin["rel"] == float("inf"):
+        return ""
+    note = f"closest hard assignment in PyTorch: top-2 margin {margin['abs']:.2g} (relative {margin['rel']:.2g})"
+    if margin["rel"] < 1e-6:
+        note += "; at this margin rounding alone can pick the other group, and the flip propagates"
+    return note

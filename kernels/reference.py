@@ -15,6 +15,18 @@ import torch
 import torch.nn.functional as F
 
 
+# Called with every hard-assignment logits tensor when set (export checks use it to find
+# near-ties); None in normal use.
+assignment_observer = None
+
+
+def hard_assign(logits: torch.Tensor) -> torch.Tensor:
+    """argmax over the last axis, lowest index on ties."""
+    if assignment_observer is not None:
+        assignment_observer(logits)
+    return logits.argmax(-1)
+
+
 def one_hot(idx: torch.Tensor, num: int, dtype: torch.dtype) -> torch.Tensor:
     """[..] int -> [.., num] one-hot in ``dtype``."""
     return (idx[..., None] == torch.arange(num, device=idx.device)).to(dtype)
@@ -49,7 +61,7 @@ def group_merge_reference(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b):
     a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b = (
         t.float() for t in (a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b)
     )
-    idx = group_logits(a, c, q_w, q_b, k_w, k_b).argmax(-1)
+    idx = hard_assign(group_logits(a, c, q_w, q_b, k_w, k_b))
     P = merge_groups(one_hot(idx, c.shape[1], a.dtype), a, c, v_w, v_b, o_w, o_b)
     return P.to(dtype)
 
@@ -72,7 +84,7 @@ def prompt_inject_reference(f, P, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, 
         t.float() for t in (f, P, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, up_w, up_b)
     )
     r = cross_attend(f, P, down_w, down_b)
-    idx = group_logits(r, P, q_w, q_b, k_w, k_b).argmax(-1)
+    idx = hard_assign(group_logits(r, P, q_w, q_b, k_w, k_b))
     group_values = F.linear(F.linear(P, v_w, v_b), o_w, o_b)  # [B, C, d]
     p = r + one_hot(idx, P.shape[1], f.dtype) @ group_values
     return (f * (1 + F.linear(p, up_w, up_b))).to(dtype)

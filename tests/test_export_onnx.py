@@ -166,3 +166,20 @@ def test_metadata_missing_is_a_clear_error(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x00junk")
     with pytest.raises(ModelFileError, match="not a readable ONNX model"):
         read_onnx_info(tmp_path / "junk.onnx")
+
+
+def test_near_tie_diagnosis_finds_the_closest_assignment():
+    from export.parity import closest_assignment, near_tie_note
+    from kernels.reference import group_merge_reference
+
+    torch.manual_seed(0)
+    a, c = torch.randn(1, 6, 8), torch.randn(1, 3, 8)
+    c[0, 2] = c[0, 1]  # groups 1 and 2 tie exactly for every token
+    w = [torch.randn(8, 8), torch.randn(8)] * 4
+    with closest_assignment() as margin:
+        group_merge_reference(a, c, *w)
+    assert margin["abs"] == 0.0 and margin["rel"] == 0.0
+    assert "rounding alone can pick the other group" in near_tie_note(margin)
+    with closest_assignment() as margin:
+        pass
+    assert near_tie_note(margin) == ""
