@@ -214,16 +214,21 @@ def load_checkpoint_model(path, size):
     return model
 
 
+def cached_stem(ckpt: Path, work_dir: Path, *settings) -> Path:
+    """Where an export of ``ckpt`` with ``settings`` is cached (keyed by its head, size, settings)."""
+    h = hashlib.sha1()
+    with open(ckpt, "rb") as f:
+        h.update(f.read(1 << 20))
+    h.update(" ".join(map(str, (os.path.getsize(ckpt), *settings))).encode())
+    return work_dir / f"{ckpt.stem}.{h.hexdigest()[:12]}.{settings[-1]}"
+
+
 def onnx_for(ckpt: Path, size, precision: str, work_dir: Path) -> Path:
     """Export (once, cached by checkpoint contents and settings) a dynamic-batch ONNX model."""
     from export.onnx import export_gopt
     from export.progress import Progress
 
-    h = hashlib.sha1()
-    with open(ckpt, "rb") as f:
-        h.update(f.read(1 << 20))
-    h.update(f"{os.path.getsize(ckpt)} {size} {precision}".encode())
-    out = work_dir / f"{ckpt.stem}.{h.hexdigest()[:12]}.{precision}.onnx"
+    out = Path(f"{cached_stem(ckpt, work_dir, size, precision)}.onnx")
     if not out.exists():
         work_dir.mkdir(parents=True, exist_ok=True)
         print(f"  exporting {ckpt.name} to ONNX ({precision}) for onnxruntime ...", flush=True)
@@ -239,11 +244,7 @@ def simcmf_onnx_for(ckpt: Path, base, precision: str, work_dir: Path) -> Path:
     from export.simcmf_onnx import export_simcmf
     from models.simcmf_checkpoint import load_simcmf
 
-    h = hashlib.sha1()
-    with open(ckpt, "rb") as f:
-        h.update(f.read(1 << 20))
-    h.update(f"{os.path.getsize(ckpt)} {base} {precision}".encode())
-    stem = work_dir / f"{ckpt.stem}.{h.hexdigest()[:12]}.{precision}"
+    stem = cached_stem(ckpt, work_dir, base, precision)
     if not Path(f"{stem}.encoder.onnx").exists():
         work_dir.mkdir(parents=True, exist_ok=True)
         print(f"  exporting {ckpt.name} to ONNX ({precision}) for onnxruntime ...", flush=True)

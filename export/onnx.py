@@ -54,7 +54,7 @@ def detect_checkpoint(path: str, base: str | None, modality: str | None = None):
 
     obj = read_torch_file(path)
     if obj.get("format") == "gopt/1":
-        return "gopt", load_gopt(path)
+        return "gopt", load_gopt(obj, source=path)
     if "state_dict" in obj or any(k.startswith(("image_encoder.", "mask_decoder.")) for k in obj):
         from models.simcmf_checkpoint import is_sam_key, load_simcmf
 
@@ -62,7 +62,7 @@ def detect_checkpoint(path: str, base: str | None, modality: str | None = None):
         if base is None and isinstance(delta, dict) and delta and not any(is_sam_key(k) for k in delta):
             raise CheckpointError(f"{path} is a SimCMF delta ({len(delta)} trained tensors); pass SAM's ViT-B "
                                   "checkpoint with --base sam_vit_b_01ec64.pth")
-        return "simcmf", load_simcmf(path, base=base, modality=modality)
+        return "simcmf", load_simcmf(obj, base=base, modality=modality, source=path)
     raise CheckpointError(f"{path}: unknown checkpoint kind (neither gopt/1 nor a SimCMF checkpoint); "
                           f"top-level keys: {sorted(obj)[:10]}")
 

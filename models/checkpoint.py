@@ -82,9 +82,14 @@ def check_state_dict(model: torch.nn.Module, state_dict: dict, source: str) -> N
         raise CheckpointError(f"{source} does not fit the GoPT config: " + "; ".join(problems))
 
 
-def load_gopt(path, backbone=None, kernel_backend: str = "torch", trust_pickle: bool = False) -> GoPT:
-    """Load a ``gopt/1`` file, optionally with an MAE checkpoint as the frozen backbone."""
-    obj = read_torch_file(path, trust_pickle)
+def load_gopt(path, backbone=None, kernel_backend: str = "torch", trust_pickle: bool = False,
+              source: str | None = None) -> GoPT:
+    """Load a ``gopt/1`` file (or its already-read dict, named ``source`` in messages),
+    optionally with an MAE checkpoint as the frozen backbone."""
+    if isinstance(path, dict):
+        obj, path = path, source or "checkpoint"
+    else:
+        obj = read_torch_file(path, trust_pickle)
     if obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (format={obj.get('format')!r})")
     if not isinstance(obj.get("config"), dict) or not isinstance(obj.get("state_dict"), dict):

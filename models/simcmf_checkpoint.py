@@ -114,9 +114,9 @@ def _check_net_name(obj: dict, tuning: str, source: str) -> None:
 
 # ---- reading --------------------------------------------------------------------------------
 
-def _read(src, trust_pickle: bool) -> tuple[dict, str]:
+def _read(src, trust_pickle: bool, source: str | None = None) -> tuple[dict, str]:
     if isinstance(src, dict):
-        return src, "checkpoint dict"
+        return src, source or "checkpoint dict"
     return read_torch_file(src, trust_pickle), str(src)
 
 
@@ -192,7 +192,7 @@ def _describe(config: SimCMFConfig, obj: dict) -> str:
 
 
 def load_simcmf(checkpoint, base=None, modality: str | None = None, arch: dict | None = None,
-                trust_pickle: bool = False) -> tuple[SimCMF, str]:
+                trust_pickle: bool = False, source: str | None = None) -> tuple[SimCMF, str]:
     """Load a SimCMF checkpoint (path or dict): the trained delta plus SAM's base, or a complete one.
 
     ``modality`` (a SimCMF ``-modality`` name, e.g. ``'rgbt'``; default: the checkpoint's
@@ -202,7 +202,7 @@ def load_simcmf(checkpoint, base=None, modality: str | None = None, arch: dict |
     and a one-line description of the detected variant.
     """
     arch = _arch(arch)
-    obj, source = _read(checkpoint, trust_pickle)
+    obj, source = _read(checkpoint, trust_pickle, source)
     delta = _delta_state(obj, source)
     variant = detect_variant(delta, source)
     _check_net_name(obj, variant["tuning"], source)

@@ -41,12 +41,13 @@ class TorchBackend(Backend):
 
 
 def gopt_backend(path_or_model, device: torch.device, kernel_backend: str = "auto", compile: bool = False,
-                 dtype: torch.dtype = torch.float32) -> TorchBackend:
+                 dtype: torch.dtype = torch.float32, source: str | None = None) -> TorchBackend:
     """A GoPT checkpoint (or loaded model) as a backend; ``compile`` wraps it in torch.compile,
     ``dtype`` runs it in half precision (inputs cast on the device, argmax in fp32)."""
     from models import load_gopt
 
-    model = path_or_model if isinstance(path_or_model, torch.nn.Module) else load_gopt(path_or_model)
+    model = (path_or_model if isinstance(path_or_model, torch.nn.Module)
+             else load_gopt(path_or_model, source=source))  # a path or an already-read dict
     model.kernel_backend = kernel_backend
     model = model.to(device=device, dtype=dtype).eval()  # the resized position embedding moves along
     net = torch.compile(model) if compile else model
@@ -62,11 +63,12 @@ def gopt_backend(path_or_model, device: torch.device, kernel_backend: str = "aut
     return backend
 
 
-def simcmf_backends(path_or_model, device: torch.device, base=None) -> dict[str, TorchBackend]:
+def simcmf_backends(path_or_model, device: torch.device, base=None, source: str | None = None) -> dict[str, TorchBackend]:
     """A SimCMF checkpoint (official delta + SAM ``base``, or complete) as encoder / decoder backends."""
     from models.simcmf_checkpoint import load_simcmf
 
-    model = path_or_model if isinstance(path_or_model, torch.nn.Module) else load_simcmf(path_or_model, base=base)[0]
+    model = (path_or_model if isinstance(path_or_model, torch.nn.Module)
+             else load_simcmf(path_or_model, base=base, source=source)[0])
     model = model.to(device).eval()
     encoder, decoder = simcmf_model_infos(model.config.to_dict(), "batch", "fp32", {"torch": torch.__version__})
     return {"encoder": TorchBackend(lambda x: (model.encode(x),), encoder, device),
@@ -80,5 +82,5 @@ def open_torch_graphs(path, device: str | None = None, base=None) -> dict[str, T
     dev = torch_device(device)
     obj = read_torch_file(path)
     if obj.get("format") == "gopt/1":
-        return {"gopt": gopt_backend(path, dev)}
-    return simcmf_backends(path, dev, base=base)
+        return {"gopt": gopt_backend(obj, dev, source=str(path))}
+    return simcmf_backends(obj, dev, base=base, source=str(path))
