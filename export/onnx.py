@@ -226,7 +226,7 @@ def parse_args(argv):
 def run(args) -> int:
     from models.checkpoint import CheckpointError
 
-    progress = Progress(2)  # the total is known once the checkpoint kind is
+    progress = Progress(2 if args.no_check else 4)  # GoPT's count; SimCMF has one export more
     try:
         with progress(f"loading {args.checkpoint}"):
             kind, loaded = detect_checkpoint(args.checkpoint, args.base, args.modality)
