@@ -1,0 +1,82 @@
+"""Files written whole or not at all.
+
+Everything the project writes (label PNGs, overlays, ONNX files, engines, JSON reports,
+bags) goes to a temporary name in the destination folder and is renamed over the final
+name only once it is complete and flushed. A process killed half-way leaves at most a
+``.NAME.*.tmp`` file behind, never a truncated file under the final name.
+
+    with atomic_path("out/labels.png") as tmp:     # any writer that takes a path
+        cv2.imwrite(str(tmp), labels)
+    write_bytes_atomic("model.engine", blob)
+    write_text_atomic("report.json", json.dumps(result))
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str | None = None):
+    """Yield a temporary path beside ``path``; on a clean exit it replaces ``path``.
+
+    ``suffix`` is the temporary file's ending (default: the final name's, so writers that
+    choose a format by extension, such as ``cv2.imwrite``, still see ``.png``). On an
+    exception the temporary file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + (path.suffix if suffix is None else suffix),
+                               dir=folder)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise OSError(f"{path}: the writer did not create its output")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        _fsync_dir(folder)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_image_atomic(path, image, params=None) -> None:
+    """``cv2.imwrite`` through a temporary file; a ``ValueError`` when OpenCV refuses."""
+    import cv2
+
+    with atomic_path(path) as tmp:
+        try:
+            ok = cv2.imwrite(str(tmp), image, params or [])
+        except cv2.error:
+            ok = False
+        if not ok:
+            raise ValueError(f"{path}: OpenCV could not write a {image.dtype} image of shape {image.shape}")
