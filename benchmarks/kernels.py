@@ -226,7 +226,7 @@ def run(args, argv) -> dict:
 
     import torch._dynamo
 
-    from kernels.group_merge_triton import _group_merge, group_merge_bytes
+    from kernels.group_merge_triton import _group_merge, device_arch, group_merge_bytes
     from kernels.prompt_inject_triton import _prompt_inject, prompt_inject_bytes
     from kernels.reference import group_merge_reference, prompt_inject_reference
 
@@ -260,7 +260,7 @@ def run(args, argv) -> dict:
                         if kernel == "cup_attention":
                             nbytes = 2 * B * (S + C) * d * elt
                         elif kernel == "group_merge":
-                            nbytes = group_merge_bytes(B, S, C, d, elt)
+                            nbytes = group_merge_bytes(B, S, C, d, elt, device_arch(DEVICE))
                         else:
                             base["D"] = D
                             nbytes = prompt_inject_bytes(B, S, C, d, D, elt)

@@ -6,8 +6,9 @@ tokens c' [B, C, d], the cup.q/k/v/o weights ([d, d] / [d]) -> P [B, C, d] in a'
 
 Design
 ------
-Grid ``(B, SPLIT)``: program (b, s) owns a fixed, contiguous range of ``TOKENS_PER_PROG``
-tokens of sample b and walks it in blocks of ``BLOCK_S`` tokens, in order. Per program:
+Grid ``(B, SPLIT)``, ``SPLIT = cdiv(S, TOKENS_PER_PROG)``: program (b, s) owns a fixed,
+contiguous range of ``TOKENS_PER_PROG`` tokens of sample b and walks it in blocks of
+``BLOCK_S`` tokens, in order. Per program:
 
 * prologue: ``K = k(c')`` [C_PAD, d] (C padded to a power of two >= 16, padded rows
   masked to zero) is computed in-kernel and stays in registers with the q weights;
@@ -29,15 +30,18 @@ leak v's bias into it: an empty group gets exactly ``c' + o.bias``.
 
 With SPLIT == 1 the epilogue runs in the same launch. Otherwise every program writes
 its partial [C_PAD, d] sums and [C_PAD] counts to a small fp32/int32 workspace and a
-second, tiny launch (one program per sample) adds the SPLIT partials in index order and
-applies the epilogue.
+second, tiny launch, grid ``(B, C_PAD / BLOCK_C)`` (each group row is independent), adds
+the SPLIT partials in index order and applies the epilogue to BLOCK_C rows per program.
+
+Tiles (BLOCK_S, TOKENS_PER_PROG, BLOCK_C, warps, stages) come from ``kernels.tiles`` for
+the device's target and the dtype.
 
 Layouts: a' and c' may have any strides (CUP hands over views of Z' = [a'; c'], split along
 the token axis); weights and biases must be contiguous. P is a new contiguous tensor.
 
 Determinism: no atomics. Every reduction has a fixed order: blocks in token order
-inside a program, partials in split order in the epilogue. SPLIT depends on S only (not
-on B or the device), so a sample's result is bitwise reproducible run to run and does not
+inside a program, partials in split order in the epilogue. SPLIT depends on S and the
+tile only (not on B), so a sample's result is bitwise reproducible run to run and does not
 depend on the batch it is in.
 
 Precision: inputs fp32, fp16 or bf16; everything accumulates in fp32 and every argmax
@@ -61,9 +65,10 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_GROUPS = 256  # C_PAD register tiles beyond this spill; use the torch backend
+from . import tiles
+
+MAX_GROUPS = tiles.MAX_C_PAD  # C_PAD register tiles beyond this spill; use the torch backend
 PROMPT_DIMS = (16, 32, 64, 128)  # tl.dot needs power-of-two dims >= 16
-TOKENS_PER_PROG = 256  # tokens one program reduces; fixes SPLIT = cdiv(S, 256) from S alone
 FP32_DOT_PRECISION = "ieee"  # see the module docstring; "tf32x3" is the near-fp32 alternative
 
 _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -113,6 +118,14 @@ def check_tensors(kernel: str, named: dict[str, torch.Tensor], shapes: dict[str,
     return dtype
 
 
+def device_arch(device) -> str:
+    """The tile table's target for ``device``: its compute capability on CUDA, the generic
+    target under the interpreter."""
+    if getattr(device, "type", str(device)) == "cuda":
+        return tiles.arch_of_capability(*torch.cuda.get_device_capability(device))
+    return tiles.GENERIC_ARCH
+
+
 def supported(C: int, d: int) -> bool:
     """The kernels tile these sizes (group count C, prompt width d); otherwise use the reference."""
     return d in PROMPT_DIMS and 1 <= C <= MAX_GROUPS
@@ -156,10 +169,10 @@ def _merge_epilogue(sums, counts, c, v_w, v_b, o_w, o_b, offs_d, DP: tl.constexp
 def _group_merge_kernel(
     a_ptr, c_ptr, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b,
     out_ptr, part_sum_ptr, part_cnt_ptr, assign_ptr,
-    S, C, tokens_per_prog,
+    S, C,
     stride_ab, stride_as, stride_ad, stride_cb, stride_cc, stride_cd,
-    DP: tl.constexpr, C_PAD: tl.constexpr, BLOCK_S: tl.constexpr, FUSED_EPILOGUE: tl.constexpr,
-    NATIVE_DOT: tl.constexpr, STORE_ASSIGN: tl.constexpr, PREC: tl.constexpr,
+    DP: tl.constexpr, C_PAD: tl.constexpr, BLOCK_S: tl.constexpr, TOKENS_PER_PROG: tl.constexpr,
+    FUSED_EPILOGUE: tl.constexpr, NATIVE_DOT: tl.constexpr, STORE_ASSIGN: tl.constexpr, PREC: tl.constexpr,
 ):
     b = tl.program_id(0)
     sp = tl.program_id(1)  # this program's token range, of num_programs(1) = SPLIT
@@ -181,8 +194,8 @@ def _group_merge_kernel(
 
     sums = tl.zeros([C_PAD, DP], dtype=tl.float32)
     counts = tl.zeros([C_PAD], dtype=tl.int32)
-    start = sp * tokens_per_prog
-    end = tl.minimum(start + tokens_per_prog, S)
+    start = sp * TOKENS_PER_PROG
+    end = tl.minimum(start + TOKENS_PER_PROG, S)
     a_base = a_ptr + b.to(tl.int64) * stride_ab
     for s0 in range(start, end, BLOCK_S):
         offs_s = s0 + tl.arange(0, BLOCK_S)
@@ -222,14 +235,14 @@ def _group_merge_kernel(
 def _group_merge_epilogue_kernel(
     c_ptr, v_w, v_b, o_w, o_b, out_ptr, part_sum_ptr, part_cnt_ptr,
     C, split, stride_cb, stride_cc, stride_cd,
-    DP: tl.constexpr, C_PAD: tl.constexpr, PREC: tl.constexpr,
+    DP: tl.constexpr, C_PAD: tl.constexpr, BLOCK_C: tl.constexpr, PREC: tl.constexpr,
 ):
     b = tl.program_id(0)
     offs_d = tl.arange(0, DP)
-    offs_c = tl.arange(0, C_PAD)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # this program's group rows
     cmask = offs_c < C
-    sums = tl.zeros([C_PAD, DP], dtype=tl.float32)
-    counts = tl.zeros([C_PAD], dtype=tl.int32)
+    sums = tl.zeros([BLOCK_C, DP], dtype=tl.float32)
+    counts = tl.zeros([BLOCK_C], dtype=tl.int32)
     for sp in range(split):  # fixed order: deterministic
         part = (b * split + sp) * C_PAD
         sums += tl.load(part_sum_ptr + (part + offs_c[:, None]) * DP + offs_d[None, :])
@@ -243,18 +256,11 @@ def _group_merge_epilogue_kernel(
 
 # ---- host side ------------------------------------------------------------------------------------
 
-def launch_config(C_PAD: int, d: int) -> tuple[int, int]:
-    """(BLOCK_S, num_warps): smaller token blocks and more warps as the [BLOCK_S, C_PAD] logits and
-    the [C_PAD, d] sums grow, so the register tiles stay near 64 fp32 values per thread."""
-    block_s = 64 if C_PAD <= 64 else 32
-    num_warps = 4 if C_PAD * d <= 4096 else 8
-    return block_s, num_warps
-
-
-def _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, *, assign_out=None, block_s=None,
-                 tokens_per_prog=TOKENS_PER_PROG, fp32_precision=FP32_DOT_PRECISION):
+def _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, *, assign_out=None, arch=None, block_s=None,
+                 tokens_per_prog=None, fp32_precision=FP32_DOT_PRECISION):
     """The kernel with its knobs: ``assign_out`` (int32 [B, S]) receives the assignments g;
-    ``block_s`` / ``tokens_per_prog`` override the blocking (both multiples of 16)."""
+    ``arch`` picks the tile of another target (``kernels.tiles``; default: the device's);
+    ``block_s`` / ``tokens_per_prog`` override the tile's blocking (multiples of 16)."""
     kernel = "group_merge"
     if not (isinstance(a, torch.Tensor) and a.ndim == 3 and isinstance(c, torch.Tensor) and c.ndim == 3):
         raise ValueError(f"{kernel}: a must be [B, S, d] and c [B, C, d], got "
@@ -271,8 +277,10 @@ def _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, *, assign_out=Non
     out = torch.empty((B, C, d), dtype=dtype, device=a.device)
     if B == 0:
         return out
-    bs, num_warps = launch_config(C_PAD, d)
-    block_s = block_s or bs
+    arch = arch or device_arch(a.device)
+    tile = tiles.merge_tile(arch, tiles.dtype_name(dtype), C_PAD)
+    block_s = block_s or tile.constexprs["BLOCK_S"]
+    tokens_per_prog = tokens_per_prog or tile.constexprs["TOKENS_PER_PROG"]
     if block_s % 16 or tokens_per_prog % block_s:
         raise ValueError(f"{kernel}: block_s must be a multiple of 16 dividing tokens_per_prog")
     split = max(1, triton.cdiv(S, tokens_per_prog))
@@ -281,21 +289,22 @@ def _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, *, assign_out=Non
         part_cnt = torch.empty((B, split, C_PAD), dtype=torch.int32, device=a.device)
     else:
         part_sum = part_cnt = out  # unused
-    native = dtype != torch.float32
     _group_merge_kernel[(B, split)](
         a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b,
         out, part_sum, part_cnt, assign_out if assign_out is not None else out,
-        S, C, tokens_per_prog,
-        *a.stride(), *c.stride(),
-        DP=d, C_PAD=C_PAD, BLOCK_S=block_s, FUSED_EPILOGUE=split == 1,
-        NATIVE_DOT=native, STORE_ASSIGN=assign_out is not None, PREC=fp32_precision,
-        num_warps=num_warps,
+        S, C, *a.stride(), *c.stride(),
+        DP=d, C_PAD=C_PAD, BLOCK_S=block_s, TOKENS_PER_PROG=tokens_per_prog, FUSED_EPILOGUE=split == 1,
+        NATIVE_DOT=dtype != torch.float32, STORE_ASSIGN=assign_out is not None, PREC=fp32_precision,
+        num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
     if split > 1:
-        _group_merge_epilogue_kernel[(B,)](
+        etile = tiles.epilogue_tile(arch, tiles.dtype_name(dtype), C_PAD)
+        block_c = tiles.tile_constexprs(etile, C_PAD)["BLOCK_C"]
+        _group_merge_epilogue_kernel[(B, C_PAD // block_c)](
             c, v_w, v_b, o_w, o_b, out, part_sum, part_cnt,
             C, split, *c.stride(),
-            DP=d, C_PAD=C_PAD, PREC=fp32_precision, num_warps=num_warps,
+            DP=d, C_PAD=C_PAD, BLOCK_C=block_c, PREC=fp32_precision,
+            num_warps=etile.num_warps, num_stages=etile.num_stages,
         )
     return out
 
@@ -306,10 +315,12 @@ def group_merge_triton(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b):
     return _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b)
 
 
-def group_merge_bytes(B: int, S: int, C: int, d: int, elt: int) -> int:
-    """Bytes the fused merge must move at least: a' read, c' read, P written, weights read,
-    plus the fp32/int32 partials (written and read back) when S spans several programs."""
-    split = max(1, math.ceil(S / TOKENS_PER_PROG))
+def group_merge_bytes(B: int, S: int, C: int, d: int, elt: int, arch: str = tiles.GENERIC_ARCH) -> int:
+    """Bytes the fused merge must move at least on target ``arch``: a' read, c' read, P written,
+    weights read, plus the fp32/int32 partials (written and read back) when S spans several
+    programs."""
     C_PAD = max(16, triton.next_power_of_2(C))
+    dtype = {4: "fp32", 2: "fp16"}[elt]
+    split = max(1, math.ceil(S / tiles.merge_tile(arch, dtype, C_PAD).constexprs["TOKENS_PER_PROG"]))
     work = 2 * B * split * C_PAD * (d + 1) * 4 if split > 1 else 0
     return (B * S * d + 2 * B * C * d + 4 * (d * d + d)) * elt + work

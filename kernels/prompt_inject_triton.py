@@ -25,6 +25,9 @@ gets f straight from the patch embedding, ``flatten(2).transpose(1, 2)``, i.e. s
 (S D, 1, S), and reads it in place without a copy; every later block hands over a contiguous f.
 The output is a new contiguous [B, S, D] tensor.
 
+Tiles (BLOCK_S, BLOCK_D, warps, stages) come from ``kernels.tiles`` for the device's
+target and the dtype.
+
 Memory traffic: f is read from DRAM once and written once. Pass 2 re-reads the block's
 [BLOCK_S, D] tile that pass 1 loaded a moment earlier; the first load is marked
 ``evict_last`` and the second ``evict_first`` so the re-read is served by L2 (a resident
@@ -50,7 +53,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .group_merge_triton import FP32_DOT_PRECISION, check_groups, check_tensors
+from . import tiles
+from .group_merge_triton import FP32_DOT_PRECISION, check_groups, check_tensors, device_arch
 
 
 @triton.jit
@@ -140,18 +144,11 @@ def _prompt_inject_kernel(
         tl.store(o_rows + offs_k[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
 
 
-def launch_config(C_PAD: int, d: int, D: int) -> tuple[int, int, int]:
-    """(BLOCK_S, BLOCK_D, num_warps): the [BLOCK_S, C_PAD] scores and the three [C_PAD, d]
-    group tiles bound BLOCK_S; BLOCK_D = 128 keeps the streamed f chunk at 8K values."""
-    block_s = 64 if C_PAD <= 64 else 32
-    num_warps = 4 if C_PAD * d <= 2048 else 8
-    return block_s, min(128, triton.next_power_of_2(D)), num_warps
-
-
 def _prompt_inject(f, P, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, up_w, up_b, *,
-                   assign_out=None, block_s=None, block_d=None, fp32_precision=FP32_DOT_PRECISION):
+                   assign_out=None, arch=None, block_s=None, block_d=None, fp32_precision=FP32_DOT_PRECISION):
     """The kernel with its knobs: ``assign_out`` (int32 [B, S]) receives the assignments h;
-    ``block_s`` / ``block_d`` override the blocking (powers of two >= 16)."""
+    ``arch`` picks the tile of another target (``kernels.tiles``; default: the device's);
+    ``block_s`` / ``block_d`` override the tile's blocking (powers of two >= 16)."""
     kernel = "prompt_inject"
     if not (isinstance(f, torch.Tensor) and f.ndim == 3 and isinstance(P, torch.Tensor) and P.ndim == 3):
         raise ValueError(f"{kernel}: f must be [B, S, D] and P [B, C, d], got "
@@ -172,8 +169,9 @@ def _prompt_inject(f, P, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b,
     out = torch.empty((B, S, D), dtype=dtype, device=f.device)
     if B == 0 or S == 0:
         return out
-    bs, bd, num_warps = launch_config(C_PAD, d, D)
-    block_s, block_d = block_s or bs, block_d or bd
+    tile = tiles.inject_tile(arch or device_arch(f.device), tiles.dtype_name(dtype), C_PAD)
+    block_s = block_s or tile.constexprs["BLOCK_S"]
+    block_d = block_d or tile.constexprs["BLOCK_D"]
     grid = (triton.cdiv(S, block_s), B)
     _prompt_inject_kernel[grid](
         f, P, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, up_w, up_b,
@@ -182,7 +180,7 @@ def _prompt_inject(f, P, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b,
         *f.stride(), *P.stride(),
         DP=d, C_PAD=C_PAD, BLOCK_S=block_s, BLOCK_D=block_d,
         NATIVE_DOT=dtype != torch.float32, STORE_ASSIGN=assign_out is not None, PREC=fp32_precision,
-        num_warps=num_warps,
+        num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
     return out
 

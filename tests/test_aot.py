@@ -1,0 +1,85 @@
+"""Ahead-of-time compilation of the fused kernels (kernels/aot.py) and the tile table
+(kernels/tiles.py), on a machine without a GPU: Triton compiles for an explicit target and
+ptxas ships in the triton wheel. Whether the cubins run and match the references needs a
+GPU (tests/test_kernels.py runs them there)."""
+import hashlib
+import json
+import re
+
+import pytest
+
+pytest.importorskip("triton", reason="Triton is not installed")
+pytest.importorskip("triton.backends.nvidia.compiler", reason="Triton has no NVIDIA backend here")
+
+from kernels import aot, tiles  # noqa: E402
+
+
+def test_every_kernel_target_dtype_and_group_count_has_a_tile():
+    for kernel in tiles.KERNELS:
+        for arch in tiles.ARCHS:
+            for dtype in tiles.DTYPES:
+                for c_pad in (16, 32, 64, 128, 256):
+                    tile = tiles.lookup(kernel, arch, dtype, c_pad)
+                    assert tile.num_warps in (1, 2, 4, 8, 16) and tile.num_stages >= 1
+                    for name, value in tiles.tile_constexprs(tile, c_pad).items():
+                        assert value >= 16 and value & (value - 1) == 0, (kernel, arch, dtype, c_pad, name)
+    with pytest.raises(ValueError, match="no prompt_inject tile"):
+        tiles.lookup("prompt_inject", "90a", "fp16", 512)
+    with pytest.raises(ValueError, match="unknown target"):
+        tiles.lookup("prompt_inject", "75", "fp16", 16)
+
+
+def test_capabilities_map_to_table_targets():
+    assert tiles.arch_of_capability(8, 0) == "80"
+    assert tiles.arch_of_capability(8, 7) == "87"
+    assert tiles.arch_of_capability(8, 9) == "89"
+    assert tiles.arch_of_capability(9, 0) == "90a"
+    assert tiles.arch_of_capability(10, 0) == "100a"
+    assert tiles.arch_of_capability(12, 0) == "120a"
+    with pytest.raises(ValueError, match="compute capability >= 8.0"):
+        tiles.arch_of_capability(7, 5)
+
+
+def test_plan_covers_both_merge_variants_for_the_gopt_token_range():
+    jobs = aot.plan(["90a"], ["fp16"], groups=[9])
+    kinds = sorted((j["kernel"], j["constexprs"].get("FUSED_EPILOGUE")) for j in jobs)
+    assert kinds == [("group_merge", False), ("group_merge", True), ("group_merge_epilogue", None),
+                     ("prompt_inject", None)]
+    merge = next(j for j in jobs if j["kernel"] == "group_merge")
+    assert merge["constexprs"]["C_PAD"] == 16 and merge["constexprs"]["DP"] == 32
+
+
+def test_one_build_writes_a_complete_manifest_record(tmp_path):
+    """The smallest build (the merge epilogue, ~2 s): every field a native launcher needs, the
+    parameter list as long as the PTX entry's, files and hashes that match."""
+    manifest = aot.run(["90a"], ["fp16"], tmp_path, groups=[9], kernels=["group_merge_epilogue"])
+    assert manifest["format"] == aot.FORMAT and not manifest["rejected"]
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk["builds"] == manifest["builds"]
+    assert on_disk["tiles"] == tiles.as_json()
+    record = next(r for r in manifest["builds"] if r["kernel"] == "group_merge_epilogue")
+    assert record["name"] == "_group_merge_epilogue_kernel"
+    assert record["arch"] == "90a" and record["capability"] == 90 and record["dtype"] == "fp16"
+    assert record["grid"] == ["B", "1", "1"] and record["block"] == [record["num_warps"] * 32, 1, 1]
+    ptx = (tmp_path / record["ptx"]).read_text()
+    cubin = (tmp_path / record["cubin"]).read_bytes()
+    assert hashlib.sha256(ptx.encode()).hexdigest() == record["ptx_sha256"]
+    assert hashlib.sha256(cubin).hexdigest() == record["cubin_sha256"]
+    assert cubin[:4] == b"\x7fELF"
+    assert re.search(r"^\.target sm_90a", ptx, re.MULTILINE)
+    entry = re.search(rf"\.entry {record['name']}\((.*?)\)", ptx, re.DOTALL).group(1)
+    params = re.findall(r"\.param \.(\w+)", entry)
+    assert len(params) == len(record["signature"])
+    widths = {"u64": "*", "u32": "i32", "f32": "fp32"}
+    for (ptx_type, sig) in zip(params, record["signature"]):
+        assert sig["type"].startswith(widths[ptx_type]) or (ptx_type == "u32" and sig["type"] == "i32")
+    assert record["signature"][-2:] == aot.SCRATCH
+    for key in ("registers", "spill_store_bytes", "spill_load_bytes", "shared_bytes", "tf32_mma"):
+        assert isinstance(record[key], int)
+    assert 0 < record["shared_bytes"] <= record["shared_limit"] == tiles.SHARED_LIMIT["90a"]
+
+
+def test_cli_rejects_unknown_targets(capsys):
+    with pytest.raises(SystemExit):
+        aot.main(["--arch", "75"])
+    assert "--arch must be among" in capsys.readouterr().err
