@@ -182,6 +182,7 @@ def _job(kernel, arch, dtype, tile, c_pad, constexprs) -> dict:
 
 
 def build_stem(job: dict) -> str:
+    """The build's file name without suffix, also how messages name it."""
     c = job["constexprs"]
     stem = f"{job['kernel']}_sm{job['arch']}_{job['dtype']}_d{c['DP']}_c{c['C_PAD']}"
     if "FUSED_EPILOGUE" in c:
@@ -287,14 +288,6 @@ def compile_build(job: dict, out_dir: str) -> dict:
     return record
 
 
-def describe(record: dict) -> str:
-    c = record["constexprs"]
-    what = f"{record['kernel']} sm_{record['arch']} {record['dtype']} d={c['DP']} C_PAD={c['C_PAD']}"
-    if "FUSED_EPILOGUE" in c:
-        what += " fused" if c["FUSED_EPILOGUE"] else " split"
-    return what
-
-
 def run(archs, dtypes, out_dir, groups=GROUPS, d=PROMPT_DIM, jobs=1, kernels=None, log=sys.stderr) -> dict:
     """Compile the sweep into ``out_dir``; returns the manifest (also written there)."""
     import triton
@@ -318,7 +311,7 @@ def run(archs, dtypes, out_dir, groups=GROUPS, d=PROMPT_DIM, jobs=1, kernels=Non
             status = record.get("problem") or (
                 f"{record['registers']} registers, spills {record['spill_store_bytes']}/"
                 f"{record['spill_load_bytes']} B, {record['shared_bytes']} B shared, {record['compile_seconds']} s")
-            print(f"[{i}/{len(todo)}] {describe(record)}: {status}", file=log, flush=True)
+            print(f"[{i}/{len(todo)}] {build_stem(record)}: {status}", file=log, flush=True)
     manifest = {
         "format": FORMAT,
         "triton_version": triton.__version__,
@@ -363,7 +356,7 @@ def main(argv=None) -> int:
           file=sys.stderr)
     manifest = run(args.arch, args.dtype, args.out, args.groups, args.prompt_dim, max(1, args.jobs), args.kernels)
     for record in manifest["rejected"]:
-        print(f"kernels.aot: {describe(record)}: {record['problem']}", file=sys.stderr)
+        print(f"kernels.aot: {build_stem(record)}: {record['problem']}", file=sys.stderr)
     print(f"kernels.aot: {len(manifest['builds'])} builds, {len(manifest['rejected'])} rejected, "
           f"{manifest['seconds']} s; manifest {args.out / 'manifest.json'}", file=sys.stderr)
     return 1 if manifest["rejected"] else 0
