@@ -6,6 +6,7 @@ import warnings
 import onnx
 
 from runtime.metadata import META_KEY, ModelInfo
+from runtime.plugin_ops import PLUGINS
 from .trt_ops import TRT10_MAX_OPSET, TRT10_RESIZE_MODES, TRT10_SUPPORTED_OPS
 
 # Ops whose inputs and outputs stay fp32 in an fp16 model: normalisation and softmax
@@ -51,7 +52,8 @@ def op_types(model: onnx.ModelProto) -> set[str]:
 
 def tensorrt_problems(model: onnx.ModelProto) -> list[str]:
     """Everything in the graph that TensorRT 10's ONNX parser would reject."""
-    problems = [f"op {op} is not supported by TensorRT 10" for op in sorted(op_types(model) - TRT10_SUPPORTED_OPS)]
+    unsupported = op_types(model) - TRT10_SUPPORTED_OPS - set(PLUGINS)
+    problems = [f"op {op} is not supported by TensorRT 10" for op in sorted(unsupported)]
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset > TRT10_MAX_OPSET:
         problems.append(f"opset {opset} is above TensorRT 10's {TRT10_MAX_OPSET}")

@@ -1,13 +1,16 @@
 """Export a trained checkpoint to ONNX and check it against PyTorch with ONNX Runtime.
 
     python -m export.onnx CKPT [--base BASE] [-o OUT] [--img-size H W] [--opset N]
-                          [--batch N | --dynamic-batch] [--fp16] [--no-check]
+                          [--batch N | --dynamic-batch] [--fp16] [--fused-kernels] [--no-check]
 
 GoPT (``gopt/1``): one graph, ``rgb`` [B, 3, H, W] + ``aux`` [B, C_m, H, W] (normalised
 float32) -> ``logits`` [B, K, H, W] and ``labels`` [B, H, W] uint8.
 SimCMF (official delta + ``--base`` SAM checkpoint, or a full state dict): two graphs,
 ``OUT.encoder.onnx`` (x -> embeddings) and ``OUT.decoder.onnx`` (embeddings, clicks ->
 low-res logits, IoU), LoRA folded, the padding point added inside the decoder.
+GoPT with ``--fused-kernels``: each prompter's group merge and prompt injection is one custom
+node (``GoptGroupMerge`` / ``GoptPromptInject``, run by the TensorRT plugins of
+``libgopt_trt_plugins.so``; ONNX Runtime checks them with onnxruntime-extensions ops).
 Everything a runtime needs travels in the files' metadata. Exit status: 0 exported and
 within tolerance, 1 beyond tolerance, 2 bad arguments or checkpoint.
 """
@@ -68,8 +71,9 @@ def detect_checkpoint(path: str, base: str | None, modality: str | None = None):
 
 
 def export_graph(module: nn.Module, args: tuple, path: Path, inputs: list[TensorSpec],
-                 outputs: list[TensorSpec], opset: int) -> onnx.ModelProto:
-    """torch.onnx (dynamo) with the named dynamic axes of ``inputs``; returns the slimmed model."""
+                 outputs: list[TensorSpec], opset: int, translations: dict | None = None) -> onnx.ModelProto:
+    """torch.onnx (dynamo) with the named dynamic axes of ``inputs``; returns the slimmed model.
+    ``translations``: torch op -> ONNX function, for ops kept as custom nodes."""
     dims = {}
     dynamic_shapes = {}
     for spec in inputs:
@@ -83,7 +87,7 @@ def export_graph(module: nn.Module, args: tuple, path: Path, inputs: list[Tensor
         program = torch.onnx.export(
             module, args, input_names=[t.name for t in inputs], output_names=[t.name for t in outputs],
             dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True, external_data=False,
-            verbose=False)
+            verbose=False, custom_translation_table=translations)
     model = program.model_proto
     return graph.simplify(model)
 
@@ -99,11 +103,15 @@ def finish(model: onnx.ModelProto, info: ModelInfo, path: Path, fp16: bool) -> o
     return model
 
 
-def ort_session(path: Path):
+def ort_session(path: Path, plugins=()):
+    """A CPU session; ``plugins``: the fused nodes the graph has (their ONNX Runtime ops are registered)."""
     import onnxruntime as ort
+
+    from runtime import plugin_ops
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    plugin_ops.session_options(opts, plugins)
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # an export bug: say so in one line instead of ORT's trace
@@ -126,21 +134,35 @@ class GoPTGraph(nn.Module):
 
 
 def export_gopt(model, out: Path, batch: int | str = 1, opset: int = DEFAULT_OPSET, fp16: bool = False,
-                progress: Progress | None = None) -> ModelInfo:
-    """Write ``out`` (one graph). ``batch``: a fixed size, or "batch" for a dynamic axis."""
+                progress: Progress | None = None, fused: bool = False) -> ModelInfo:
+    """Write ``out`` (one graph). ``batch``: a fixed size, or "batch" for a dynamic axis.
+    ``fused``: the prompters' merge and injection as custom nodes for the TensorRT plugins."""
+    from runtime import plugin_ops
+
     progress = progress or Progress(2)
     cfg = model.config
     if cfg.num_classes > 256:
         raise ValueError(f"the labels output is uint8: at most 256 classes, the model has {cfg.num_classes}")
     model = model.eval().float()
-    model.kernel_backend = "torch"  # the export traces the PyTorch formulation (standard ONNX ops)
     info = gopt_model_info(cfg.to_dict(), batch, "fp16" if fp16 else "fp32", versions())
+    translations = None
+    if fused:
+        from .fused_onnx import translation_table
+
+        info.plugins = list(plugin_ops.PLUGINS)
+        translations = translation_table()
     example_batch = 2 if isinstance(batch, str) else batch
     rgb, aux = gopt_random_inputs(cfg, example_batch, seed=0)
-    with progress(f"exporting GoPT {cfg.img_size[0]}x{cfg.img_size[1]} to {out}"):
-        onnx_model = export_graph(GoPTGraph(model), (torch.from_numpy(rgb), torch.from_numpy(aux)), out,
-                                  info.inputs, info.outputs, opset)
-        finish(onnx_model, info, out, fp16)
+    # "torch": the PyTorch formulation as standard ONNX ops; "custom_op": one node per fused step
+    model.kernel_backend = "custom_op" if fused else "torch"
+    try:
+        with progress(f"exporting GoPT {cfg.img_size[0]}x{cfg.img_size[1]}{' (fused kernels)' if fused else ''} "
+                      f"to {out}"):
+            onnx_model = export_graph(GoPTGraph(model), (torch.from_numpy(rgb), torch.from_numpy(aux)), out,
+                                      info.inputs, info.outputs, opset, translations)
+            finish(onnx_model, info, out, fp16)
+    finally:
+        model.kernel_backend = "torch"
     return info
 
 
@@ -172,7 +194,7 @@ def gopt_sample_inputs(cfg):
 def check_gopt(model, path: Path, info: ModelInfo, batch: int, progress: Progress) -> list[parity.Parity]:
     """ONNX Runtime vs PyTorch fp32 on random inputs and on the bundled real frame."""
     cfg = model.config
-    session = ort_session(path)
+    session = ort_session(path, info.plugins)
     cases = [("random", gopt_random_inputs(cfg, batch, seed=1))]
     sample = gopt_sample_inputs(cfg)
     if sample is not None:
@@ -214,6 +236,9 @@ def parse_args(argv):
     group.add_argument("--batch", type=int, default=1)
     group.add_argument("--dynamic-batch", action="store_true")
     ap.add_argument("--fp16", action="store_true", help="fp16 model; LayerNorm, softmax, argmax inputs stay fp32")
+    ap.add_argument("--fused-kernels", action="store_true",
+                    help="GoPT: each prompter's merge and injection as one custom node (GoptGroupMerge, "
+                    "GoptPromptInject) for the TensorRT plugins of libgopt_trt_plugins.so")
     ap.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     args = ap.parse_args(argv)
     if args.batch < 1:
@@ -244,11 +269,15 @@ def run(args) -> int:
               f"RGB-{model.config.modality})")
         if model.config.untrained:
             print("note: this checkpoint is marked UNTRAINED (seeded random weights)")
+        if args.fused_kernels and args.fp16:
+            print("\nerror: --fused-kernels exports fp32 graphs only (the fused nodes compute in fp32; an fp16 "
+                  "graph around them is not supported yet); drop --fp16", file=sys.stderr)
+            return 2
         try:
             if args.img_size:
                 model.set_img_size(args.img_size)
             out = Path(args.output) if args.output else default_output(args.checkpoint, args.fp16)
-            info = export_gopt(model, out, batch, args.opset, args.fp16, progress)
+            info = export_gopt(model, out, batch, args.opset, args.fp16, progress, args.fused_kernels)
         except ValueError as e:
             print(f"\nerror: {e}", file=sys.stderr)
             return 2
@@ -263,6 +292,9 @@ def run(args) -> int:
     else:
         from .simcmf_onnx import check_simcmf, export_simcmf
 
+        if args.fused_kernels:
+            print("\nerror: --fused-kernels is for GoPT checkpoints (SimCMF has no fused kernels)", file=sys.stderr)
+            return 2
         model, description = loaded
         print(f"found SimCMF: {description}")
         if model.config.pixel_mean is None:

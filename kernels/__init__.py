@@ -2,7 +2,8 @@
 
 ``group_merge`` and ``prompt_inject`` dispatch on ``backend``:
 "torch" runs the reference, "triton" the fused kernel, "auto" Triton when the tensors
-are on a CUDA device and Triton is importable, else the reference.
+are on a CUDA device and Triton is importable, else the reference; "custom_op" calls the
+reference through ``torch.ops.gopt`` (``custom_ops.py``), which an export keeps as one node.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 
 from .reference import group_merge_reference, prompt_inject_reference
 
-BACKENDS = ("torch", "triton", "auto")
+BACKENDS = ("torch", "triton", "auto", "custom_op")
 
 
 def triton_available() -> bool:
@@ -53,6 +54,10 @@ def _use_triton(backend: str, device, C: int, d: int) -> bool:
 def group_merge(*args, backend: str = "torch"):
     """CUP hard group merge (eq. 8-10); see ``reference.group_merge_reference``."""
     a, c = args[0], args[1]
+    if backend == "custom_op":
+        from . import custom_ops
+
+        return custom_ops.group_merge(*args)
     if _use_triton(backend, a.device, c.shape[1], c.shape[2]):
         from .group_merge_triton import group_merge_triton
 
@@ -63,6 +68,10 @@ def group_merge(*args, backend: str = "torch"):
 def prompt_inject(*args, backend: str = "torch"):
     """ACP cross-attention + injection (eq. 11-14, 3); see ``reference.prompt_inject_reference``."""
     P = args[1]
+    if backend == "custom_op":
+        from . import custom_ops
+
+        return custom_ops.prompt_inject(*args)
     if _use_triton(backend, args[0].device, P.shape[1], P.shape[2]):
         from .prompt_inject_triton import prompt_inject_triton
 

@@ -40,6 +40,9 @@ class ModelInfo:
     companion: str | None = None  # SimCMF: the file name of the other graph of the pair
     versions: dict = field(default_factory=dict)
     schema: str = SCHEMA
+    # Custom nodes the graph needs (runtime.plugin_ops): TensorRT plugins of namespace "gopt"
+    # from libgopt_trt_plugins.so, onnxruntime-extensions ops in ONNX Runtime. Empty: standard ONNX only.
+    plugins: list = field(default_factory=list)
 
     def __post_init__(self):
         self.inputs = [t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.inputs]

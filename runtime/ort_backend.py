@@ -6,6 +6,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+from . import plugin_ops
 from .backend import Backend, check_feeds
 from .metadata import ModelFileError, info_from_metadata_map
 
@@ -34,7 +35,9 @@ class OnnxRuntimeBackend(Backend):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
         opts.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default (physical cores)
         try:
-            self.session = ort.InferenceSession(os.fspath(path), opts, providers=providers)
+            self.session = self._load(path, opts, providers)
+        except ImportError as e:
+            raise ModelFileError(f"{path}: {e}") from None
         except Exception as e:
             raise ModelFileError(f"{path}: ONNX Runtime cannot load it: {str(e).splitlines()[0][:300]}") from None
         super().__init__(info_from_metadata_map(self.session.get_modelmeta().custom_metadata_map, str(path)))
@@ -44,6 +47,18 @@ class OnnxRuntimeBackend(Backend):
         if device == "cuda" and self.device != "cuda":
             raise ValueError(f"{path}: asked for CUDA, but the session runs on {self.providers}")
         self._io = self.session.io_binding() if self.device == "cuda" else None
+
+    @staticmethod
+    def _load(path, opts, providers):
+        """The session; a graph exported with --fused-kernels gets the custom ops of its
+        GoptGroupMerge / GoptPromptInject nodes (ONNX Runtime names the op it lacks)."""
+        try:
+            return ort.InferenceSession(os.fspath(path), opts, providers=providers)
+        except Exception as e:
+            if not any(op in str(e) for op in plugin_ops.PLUGINS):
+                raise
+        plugin_ops.session_options(opts, plugin_ops.PLUGINS)
+        return ort.InferenceSession(os.fspath(path), opts, providers=providers)
 
     def infer(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         check_feeds(self.inputs, feeds)
