@@ -3,7 +3,7 @@
     python -m export.tensorrt MODEL.onnx [-o ENGINE] [--fp16 | --bf16] [--strongly-typed]
                               [--min-batch N] [--opt-batch N] [--max-batch N]
                               [--shape NAME=MIN,OPT,MAX] [--timing-cache FILE]
-                              [--workspace GIB] [--opt-level 0-5]
+                              [--workspace GIB] [--opt-level 0-5] [--plugins LIB]
 
 The optimisation profile comes from the model's metadata (``mmseg_deploy``): the "batch"
 axis ranges over --min/--opt/--max-batch (default 1/1/4), other named axes over their
@@ -16,6 +16,9 @@ Writes ENGINE (default: MODEL.engine, or MODEL.fp16.engine when the precision ch
 and ENGINE.json beside it: the TensorRT version and the GPU / compute capability the
 engine is bound to, the profile, the builder settings, the ONNX file's sha256 and its
 metadata. The runtime refuses an engine without that file.
+A graph exported with ``--fused-kernels`` needs the GoPT plugins: --plugins LIB (default:
+$GOPT_PLUGIN_LIB, else build/libgopt_trt_plugins.so) is loaded before parsing, and
+ENGINE.json records the library's file name and SHA-256.
 Exit status: 0 built, 1 TensorRT could not parse or build the model, 2 bad arguments or
 model file, or TensorRT / cuda-python / a CUDA GPU missing.
 """
@@ -35,6 +38,8 @@ from typing import NamedTuple
 import onnx
 
 from .progress import Progress
+from runtime import plugin_ops
+from runtime.files import file_sha256
 from runtime.metadata import ModelFileError, ModelInfo, info_from_metadata_map
 from runtime.trt_backend import (BackendUnavailable, EngineSidecar, capability_string, cuda_device, import_cudart,
                                  import_tensorrt, sidecar_path, write_sidecar)
@@ -158,12 +163,6 @@ def graph_input_problems(model: onnx.ModelProto, info: ModelInfo) -> list[str]:
     return problems
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---- the command line --------------------------------------------------------------------------------
@@ -198,6 +197,9 @@ def parse_args(argv):
                     help="builder workspace limit in GiB (default: TensorRT's)")
     ap.add_argument("--opt-level", type=int, default=3, metavar="0-5",
                     help="builder optimisation level 0-5 (default 3)")
+    ap.add_argument("--plugins", type=Path, metavar="LIB",
+                    help="libgopt_trt_plugins.so for a graph exported with --fused-kernels (default: "
+                    "$GOPT_PLUGIN_LIB, else build/libgopt_trt_plugins.so)")
     return ap.parse_args(argv)
 
 
@@ -215,6 +217,7 @@ class BuildPlan:
     optimization_level: int
     timing_cache: Path | None
     warnings: list[str]
+    plugins: Path | None = None  # the plugin library the graph's custom nodes need
 
 
 def engine_precision(info: ModelInfo, fp16: bool, bf16: bool, strongly_typed: bool) -> str:
@@ -258,8 +261,23 @@ def make_plan(args) -> BuildPlan:
     if args.timing_cache is not None and args.timing_cache.exists() and not args.timing_cache.is_file():
         raise UsageError(f"--timing-cache {args.timing_cache}: not a file")
     warnings = [f"warning: TensorRT 10 would reject this graph: {p}" for p in graph.tensorrt_problems(model)]
+    plugins = plugin_library(info, getattr(args, "plugins", None), warnings)
     return BuildPlan(args.onnx, engine, info, precision, args.strongly_typed, profiles, args.workspace,
-                     args.opt_level, args.timing_cache, warnings)
+                     args.opt_level, args.timing_cache, warnings, plugins)
+
+
+def plugin_library(info: ModelInfo, explicit: Path | None, warnings: list[str]) -> Path | None:
+    """The plugin library a graph with custom nodes needs (UsageError when there is none)."""
+    if not info.plugins:
+        if explicit:
+            warnings.append(f"warning: {explicit}: this graph has no custom nodes; the plugin library is not used")
+        return None
+    path = plugin_ops.find_plugin_library(explicit)
+    if path is None or not path.is_file():
+        where = f"{path}: no such file; " if path else ""
+        raise UsageError(f"the graph's {', '.join(info.plugins)} nodes run as TensorRT plugins: {where}"
+                         f"{plugin_ops.missing_library_hint()}")
+    return path
 
 
 # ---- mixed precision ---------------------------------------------------------------------------------
@@ -391,6 +409,13 @@ def build(plan: BuildPlan, progress: Progress) -> int:
     print(f"TensorRT {trt.__version__} on {gpu} (compute capability {cc})")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
+    if plan.plugins is not None:
+        with progress(f"loading the plugins of {plan.plugins}"):
+            try:
+                plugin_ops.load_plugin_library(trt, plan.plugins)
+            except (OSError, RuntimeError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -474,7 +499,9 @@ def sidecar_for(plan: BuildPlan, tensorrt_version: str, gpu: str, capability, en
         precision=plan.precision, profiles=profiles_json(plan.profiles), builder=settings,
         onnx={"file": plan.onnx.name, "sha256": file_sha256(plan.onnx)},
         engine_sha256=hashlib.sha256(engine).hexdigest(), model=info,
-        built=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        built=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        plugins=None if plan.plugins is None else {
+            "file": plan.plugins.name, "sha256": file_sha256(plan.plugins), "ops": list(plan.info.plugins)})
 
 
 def describe_profiles(profiles: dict[str, tuple]) -> str:

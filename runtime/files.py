@@ -13,6 +13,7 @@ name only once it is complete and flushed. A process killed half-way leaves at m
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -80,3 +81,12 @@ def write_image_atomic(path, image, params=None) -> None:
             ok = False
         if not ok:
             raise ValueError(f"{path}: OpenCV could not write a {image.dtype} image of shape {image.shape}")
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

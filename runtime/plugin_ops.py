@@ -11,8 +11,17 @@ ONNX Runtime runs the same graph on the CPU through onnxruntime-extensions Pytho
 ops that compute the two nodes with the project's PyTorch reference (so this path needs
 torch, imported when a node first runs). It exists to check the fused export against
 PyTorch, not for speed.
+
+TensorRT runs the nodes with the plugins of ``libgopt_trt_plugins.so`` (built by CMake,
+``native/plugins/``): ``python -m export.tensorrt --plugins LIB`` loads it before parsing and
+records its SHA-256 in the engine's sidecar; the TensorRT backend loads it before
+deserialising such an engine.
 """
 from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
 
 DOMAIN = "ai.onnx.contrib"
 NAMESPACE = "gopt"
@@ -70,3 +79,46 @@ def session_options(opts, plugins) -> None:
     metadata lists ``plugins``."""
     if plugins:
         opts.register_custom_ops_library(extensions_library())
+
+
+# ---- the TensorRT plugin library ---------------------------------------------------------------
+
+PLUGIN_LIBRARY = "libgopt_trt_plugins.so"
+PLUGIN_LIBRARY_ENV = "GOPT_PLUGIN_LIB"
+_BUILD_DIR = Path(__file__).resolve().parents[1] / "build"  # where `cmake -S . -B build` puts it
+_loaded: dict[str, object] = {}
+_load_lock = threading.Lock()
+
+
+def find_plugin_library(explicit=None, beside=None) -> Path | None:
+    """The plugin library: ``explicit``, else $GOPT_PLUGIN_LIB, else libgopt_trt_plugins.so in
+    the folder ``beside`` (an engine's), else the source tree's CMake build folder; None when
+    none exists (an explicit or $GOPT_PLUGIN_LIB path is returned as given, to be reported)."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(PLUGIN_LIBRARY_ENV):
+        return Path(os.environ[PLUGIN_LIBRARY_ENV])
+    for folder in ([Path(beside)] if beside else []) + [_BUILD_DIR]:
+        if (folder / PLUGIN_LIBRARY).is_file():
+            return folder / PLUGIN_LIBRARY
+    return None
+
+
+def missing_library_hint() -> str:
+    return (f"build {PLUGIN_LIBRARY} (`cmake -S . -B build -DTENSORRT_ROOT=... && cmake --build build`) and "
+            f"pass its path (--plugins LIB) or set {PLUGIN_LIBRARY_ENV}")
+
+
+def load_plugin_library(trt, path) -> None:
+    """Register the plugins of ``path`` with TensorRT's plugin registry (once per process per
+    library: the registry refuses a second registration of the same plugins)."""
+    key = str(Path(path).resolve())
+    with _load_lock:
+        if key in _loaded:
+            return
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such plugin library; {missing_library_hint()}")
+        handle = trt.get_plugin_registry().load_library(key)
+        if handle is None:
+            raise RuntimeError(f"{path}: TensorRT could not load the plugin library (see its message above)")
+        _loaded[key] = handle

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from .backend import Backend, check_feeds
+from . import plugin_ops
+from .files import file_sha256
 from .metadata import ModelFileError, ModelInfo
 
 SIDECAR_FORMAT = "mmseg-deploy-engine/1"
@@ -54,6 +56,9 @@ class EngineSidecar:
     model: ModelInfo  # the ONNX model's metadata, precision updated to the engine's
     built: str  # ISO 8601 date
     format: str = SIDECAR_FORMAT
+    # {"file", "sha256", "ops"}: the plugin library (libgopt_trt_plugins.so) the engine's
+    # custom layers need, loaded before deserialising; None for an engine of standard layers.
+    plugins: dict | None = None
 
     def __post_init__(self):
         if isinstance(self.model, dict):
@@ -149,6 +154,22 @@ def check_sidecar(sidecar: EngineSidecar, installed_version: str, device_capabil
             f"engine built for compute capability {sidecar.compute_capability} ({sidecar.gpu}), but {device_name} "
             f"has compute capability {have}; an engine runs only on GPUs of the capability it was built for: "
             f"{sidecar.rebuild_hint()}")
+
+
+def engine_plugin_library(engine, sidecar: EngineSidecar) -> Path:
+    """The plugin library an engine's sidecar asks for, found as ``plugin_ops.find_plugin_library``
+    finds it (beside the engine included) and checked against the recorded SHA-256."""
+    want = sidecar.plugins
+    path = plugin_ops.find_plugin_library(beside=Path(engine).parent)
+    if path is None or not path.is_file():
+        where = f" ({path}: no such file)" if path else ""
+        raise ModelFileError(
+            f"{engine}: the engine's {', '.join(want.get('ops', []))} layers need the TensorRT plugin library "
+            f"{want['file']}{where}: put it beside the engine or set {plugin_ops.PLUGIN_LIBRARY_ENV}")
+    if file_sha256(path) != want["sha256"]:
+        raise ModelFileError(f"{path}: not the plugin library the engine was built with (sha256 differs from "
+                             f"{sidecar_path(engine).name}); {sidecar.rebuild_hint()}")
+    return path
 
 
 def read_engine(path, sidecar: EngineSidecar) -> bytes:
@@ -315,6 +336,7 @@ class TensorRTBackend(Backend):
         self.sidecar = read_sidecar(self.path)
         super().__init__(self.sidecar.model)
         data = read_engine(self.path, self.sidecar)
+        plugins = engine_plugin_library(self.path, self.sidecar) if self.sidecar.plugins else None
         trt = import_tensorrt()
         cudart = import_cudart()
         self.gpu, capability = cuda_device(cudart, index)
@@ -334,6 +356,11 @@ class TensorRTBackend(Backend):
             self._cuda("cudaSetDevice", cudart.cudaSetDevice(index))
             self.logger = trt.Logger(trt.Logger.WARNING)
             self.runtime = trt.Runtime(self.logger)
+            if plugins is not None:  # before deserialising: the engine's plugin layers need their creators
+                try:
+                    plugin_ops.load_plugin_library(trt, plugins)
+                except (OSError, RuntimeError) as e:
+                    raise ModelFileError(f"{path}: {e}") from None
             self.engine = self.runtime.deserialize_cuda_engine(data)
             if self.engine is None:
                 raise ModelFileError(f"{path}: corrupt engine: TensorRT {trt.__version__} cannot deserialize it "
