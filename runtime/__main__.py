@@ -2,11 +2,15 @@
 
     python -m runtime MODEL --rgb A [--aux B] [--out DIR] [--max-frames N] [--drop-stale]
                       [--device cpu|cuda] [--color-order bgr|rgb] [--resize-aux] [--quiet]
+    python -m runtime MODEL --bag IN --rgb-topic T --aux-topic T [--max-skew-ms 20]
+                      [--out-bag OUT [--storage mcap|sqlite3] [--topic-prefix gopt] [--copy-inputs]]
 
 A and B: two video files, two image folders (paired by name, or --match timestamp), two
 images, two camera indices, or A alone: an MFNet 4-channel PNG file or folder. With --out,
 writes NAME_overlay.png (labels over the colour frame) and NAME_labels.png (the label map,
-one class index per pixel) per frame. Prints a line per frame and a summary: frames, fps,
+one class index per pixel) per frame. A ROS bag (rosbag2 folder, .db3, .mcap or ROS 1
+.bag) is read with --bag and its two image topics, paired by header stamp (runtime/bags.py);
+--out-bag writes the masks as a new rosbag2. Prints a line per frame and a summary: frames, fps,
 mean / p50 / p90 milliseconds per stage, dropped and skipped frames.
 """
 from __future__ import annotations
@@ -30,7 +34,7 @@ UNTRAINED = "note: this model is marked untrained (seeded random weights); its l
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m runtime", description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="exported model: .onnx, .engine / .plan, or a .pt checkpoint")
-    ap.add_argument("--rgb", required=True, help="video, image folder, image, camera index, or MFNet 4-channel PNG(s)")
+    ap.add_argument("--rgb", help="video, image folder, image, camera index, or MFNet 4-channel PNG(s)")
     ap.add_argument("--aux", help="the auxiliary stream (thermal / depth ...), same kind as --rgb; "
                                   "not needed for MFNet 4-channel PNGs")
     ap.add_argument("--out", help="folder for overlays and label maps")
@@ -44,10 +48,20 @@ def parse_args(argv=None):
     ap.add_argument("--depth-units", type=float, default=0.001,
                     help="metres per count of 16-bit depth images (default 0.001: millimetres)")
     ap.add_argument("--match", choices=("name", "timestamp"), default="name", help="how two folders are paired")
-    ap.add_argument("--max-skew-ms", type=float, default=50.0, help="--match timestamp: largest rgb / aux gap")
+    ap.add_argument("--max-skew-ms", type=float,
+                    help="--match timestamp or --bag: largest rgb / aux stamp gap (default 50 for folders, 20 for bags)")
     ap.add_argument("--time-unit", choices=("s", "ms", "us", "ns"), default="ms",
                     help="--match timestamp: the unit of the numbers in the file names")
     ap.add_argument("--quiet", action="store_true", help="no line per frame")
+    bag = ap.add_argument_group("ROS bags (pip install -e '.[ros]')")
+    bag.add_argument("--bag", help="input bag: rosbag2 folder, .db3 or .mcap, or ROS 1 .bag (instead of --rgb / --aux)")
+    bag.add_argument("--rgb-topic", help="--bag: the colour camera's Image or CompressedImage topic")
+    bag.add_argument("--aux-topic", help="--bag: the auxiliary camera's (thermal / depth) image topic")
+    bag.add_argument("--out-bag", help="write the masks to this new rosbag2 (a folder; must not exist)")
+    bag.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="--out-bag storage format")
+    bag.add_argument("--topic-prefix", default="gopt",
+                     help="--out-bag: masks go to /PREFIX/raw_segmentation_mask and /PREFIX/colored_segmentation_mask")
+    bag.add_argument("--copy-inputs", action="store_true", help="--out-bag: copy the two input topics into it")
     return ap.parse_args(argv)
 
 
@@ -108,18 +122,32 @@ class OutputWriter:
             raise self.error
 
 
+def open_bag_writer(args, num_classes: int):
+    from .bags import BagWriter
+
+    copy = dict(copy_from=args.bag, copy_topics=(args.rgb_topic, args.aux_topic)) if args.copy_inputs else {}
+    return BagWriter(args.out_bag, num_classes, args.storage, args.topic_prefix, **copy)
+
+
 def run(args) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if (args.bag is None) == (args.rgb is None):
+        raise ValueError("give --rgb (and --aux), or --bag with --rgb-topic and --aux-topic")
+    if args.out_bag and not args.bag:
+        raise ValueError("--out-bag writes masks for a --bag input; use --out for other sources")
+    if args.out_bag and os.path.exists(args.out_bag):
+        raise FileExistsError(f"{args.out_bag}: exists already; remove it or choose another --out-bag")
     seg = Segmenter(args.model, device=args.device, color_order=args.color_order, resize_aux=args.resize_aux,
                     depth_units=args.depth_units)
     cfg = seg.config
     source = open_source(args.rgb, args.aux, cfg.get("modality", "thermal"), args.resize_aux, args.match,
-                         args.max_skew_ms, args.time_unit)
+                         args.max_skew_ms, args.time_unit, args.bag, args.rgb_topic, args.aux_topic)
     print(f"{seg!r}; source {type(source).__name__}")
     if seg.info.untrained:
         print(UNTRAINED)
     writer = OutputWriter(args.out, cfg["num_classes"]) if args.out else None
+    bag_out = open_bag_writer(args, cfg["num_classes"]) if args.out_bag else None
     timings, dropped, code = [], 0, 0
     start = time.perf_counter()
     frames = stream(seg, source, args.queue_size, args.drop_stale)
@@ -129,20 +157,33 @@ def run(args) -> int:
             dropped = r.dropped
             if writer:
                 writer.put(r)
+            if bag_out:
+                bag_out.write(r.frame, r.labels)
             if not args.quiet:
                 print(frame_line(r), flush=True)
             if args.max_frames and len(timings) >= args.max_frames:
                 break
     except KeyboardInterrupt:
         code = 130
+    except BaseException:
+        if bag_out:
+            bag_out.abort()
+        raise
     finally:
         frames.close()  # stops the decoding thread, which closes the source
         if writer:
             writer.close()
+    if bag_out:
+        bag_out.close()  # the frames done so far, also after Ctrl-C: a complete bag
     seconds = time.perf_counter() - start
     print("\n".join(summary_lines(timings, seconds, dropped, source.skipped)))
+    if hasattr(source, "unmatched_lines"):
+        lines = source.unmatched_lines()
+        print(f"unmatched {len(lines)} messages" + "".join(f"\n  {line}" for line in lines))
     if writer:
         print(f"wrote {writer.written} images to {args.out}")
+    if bag_out:
+        print(f"wrote {bag_out.written} frames to {args.out_bag} ({args.storage})")
     return code
 
 

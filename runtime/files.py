@@ -90,3 +90,35 @@ def file_sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yield a path for a new folder (a rosbag2 bag is one) that appears as ``path`` only
+    once the block exits cleanly: the folder is made as ``.NAME.*.tmp/NAME`` beside ``path``,
+    its files are flushed, and it is renamed to ``path``. ``path`` must not exist (a folder
+    cannot be replaced in one step); on an exception the temporary folder is removed."""
+    import shutil
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path}: exists already; remove it or choose another name")
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    outer = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
+    try:
+        yield outer / path.name
+        built = outer / path.name
+        if not built.is_dir():
+            raise OSError(f"{path}: the writer did not create its folder")
+        for f in built.rglob("*"):
+            if f.is_file():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        _fsync_dir(built)
+        if path.exists():
+            raise FileExistsError(f"{path}: appeared while it was being written; the new one is discarded")
+        os.rename(built, path)
+        _fsync_dir(folder)
+    finally:
+        shutil.rmtree(outer, ignore_errors=True)

@@ -343,10 +343,22 @@ def _camera_index(x) -> int | None:
     return None
 
 
-def open_source(rgb, aux=None, modality: str = "thermal", resize_aux: bool = False, match: str = "name",
-                max_skew_ms: float = 50.0, time_unit: str = "ms"):
+def open_source(rgb=None, aux=None, modality: str = "thermal", resize_aux: bool = False, match: str = "name",
+                max_skew_ms: float | None = None, time_unit: str = "ms", bag=None, rgb_topic: str | None = None,
+                aux_topic: str | None = None):
     """The source for what ``rgb`` and ``aux`` are: two camera indices, two folders, two
-    videos, two images, or (``aux`` None) an MFNet 4-channel PNG file or folder."""
+    videos, two images, or (``aux`` None) an MFNet 4-channel PNG file or folder. Or a ROS
+    bag: ``bag=PATH, rgb_topic=..., aux_topic=...`` (``runtime.bags.BagPair``, messages
+    paired by header stamp within ``max_skew_ms``, default 20; folders default to 50)."""
+    if bag is not None:
+        if rgb is not None or aux is not None:
+            raise ValueError("give either a bag (with its topics) or rgb / aux sources, not both")
+        from .bags import BagPair
+
+        return BagPair(bag, rgb_topic, aux_topic, 20.0 if max_skew_ms is None else max_skew_ms, modality, resize_aux)
+    if rgb is None:
+        raise ValueError("open_source needs rgb (and aux) sources, or bag=PATH with rgb_topic and aux_topic")
+    max_skew_ms = 50.0 if max_skew_ms is None else max_skew_ms
     cams = _camera_index(rgb), (None if aux is None else _camera_index(aux))
     if cams[0] is not None or cams[1] is not None:
         if None in cams:

@@ -1,0 +1,329 @@
+"""ROS bags in and out, on bags written here with rosbags from the bundled MFNet and ESANet
+frames: RGB at 30 Hz, thermal at 8.7 Hz as FLIR cores publish, stamp jitter, a dropped frame."""
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rosbags", reason="bags need the rosbags package (pip install -e '.[ros]')")
+
+from rosbags.highlevel import AnyReader  # noqa: E402
+from rosbags.rosbag1 import Writer as Writer1  # noqa: E402
+from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
+from rosbags.typesys import Stores, get_typestore  # noqa: E402
+
+from factories import tiny_gopt  # noqa: E402
+from export.onnx import parse_args, run  # noqa: E402
+from models import save_gopt  # noqa: E402
+from runtime import Segmenter  # noqa: E402
+from runtime.__main__ import main  # noqa: E402
+from runtime.bags import BagPair, BagWriter, pair_by_stamp, stamp_text  # noqa: E402
+from runtime.preprocess import overlay  # noqa: E402
+from runtime.ros_messages import compressed_fields, compressed_to_numpy, image_fields, image_to_numpy  # noqa: E402
+from runtime.streams import open_source, stream  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = os.path.join(ROOT, "data", "samples")
+T0 = 1_700_000_000 * 10**9
+SIZE = (160, 120)
+RGB_TOPIC, AUX_TOPIC = "/camera/color/image_raw", "/flir/image_raw"
+
+
+def sample(name):
+    return cv2.imread(os.path.join(SAMPLES, name), cv2.IMREAD_UNCHANGED)
+
+
+def schedule(seed=0, seconds=1.5):
+    """Capture stamps (ns): RGB at 30 Hz and thermal at 8.7 Hz, +-1.5 ms jitter, thermal
+    frame 5 (or the last of a short run) dropped by the camera."""
+    rng = np.random.default_rng(seed)
+    rgb = [T0 + int(i * 1e9 / 30 + rng.uniform(-1.5e6, 1.5e6)) for i in range(int(30 * seconds))]
+    aux = [T0 + int(4e6 + j * 1e9 / 8.7 + rng.uniform(-1.5e6, 1.5e6)) for j in range(int(8.7 * seconds))]
+    del aux[min(5, len(aux) - 1)]
+    return rgb, aux
+
+
+def mfnet_frames(n):
+    """n (bgr, thermal) frames from the two MFNet samples, each shifted differently."""
+    out = []
+    for i in range(n):
+        img = cv2.resize(sample(("mfnet_01234N.png", "mfnet_01477D.png")[i % 2]), SIZE, interpolation=cv2.INTER_AREA)
+        img = np.roll(img, 3 * i, axis=1)
+        out.append((np.ascontiguousarray(img[..., :3]), np.ascontiguousarray(img[..., 3])))
+    return out
+
+
+def header(store, stamp, frame_id):
+    t = store.types
+    kw = {"seq": 0} if "seq" in t["std_msgs/msg/Header"].__dataclass_fields__ else {}
+    return t["std_msgs/msg/Header"](**kw, stamp=t["builtin_interfaces/msg/Time"](sec=stamp // 10**9,
+                                                                                nanosec=stamp % 10**9),
+                                    frame_id=frame_id)
+
+
+def image_msg(store, stamp, frame_id, array, encoding):
+    return store.types["sensor_msgs/msg/Image"](header=header(store, stamp, frame_id), **image_fields(array, encoding))
+
+
+def compressed_msg(store, stamp, frame_id, array, fmt):
+    return store.types["sensor_msgs/msg/CompressedImage"](header=header(store, stamp, frame_id),
+                                                         **compressed_fields(array, fmt))
+
+
+def write_bag(path, streams, storage="mcap"):
+    """streams: {topic: [(stamp, log delay ns, message, msgtype)]}; messages in log-time order."""
+    store = get_typestore(Stores.ROS1_NOETIC if storage == "ros1" else Stores.ROS2_HUMBLE)
+    items = sorted((stamp + delay, topic, msg, typ) for topic, msgs in streams(store).items()
+                   for stamp, delay, msg, typ in msgs)
+    if storage == "ros1":
+        with Writer1(path) as w:
+            conns = {}
+            for log, topic, msg, typ in items:
+                if topic not in conns:
+                    conns[topic] = w.add_connection(topic, typ, typestore=store)
+                w.write(conns[topic], log, store.serialize_ros1(msg, typ))
+        return path
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(path, version=9, storage_plugin=plugin) as w:
+        conns = {}
+        for log, topic, msg, typ in items:
+            if topic not in conns:
+                conns[topic] = w.add_connection(topic, typ, typestore=store)
+            w.write(conns[topic], log, store.serialize_cdr(msg, typ))
+    return path
+
+
+def rgbt_streams(rgb_stamps, aux_stamps, frames, rgb_kind="rgb8", aux_kind="mono8"):
+    """RGB message i shows frames[i]'s colour, thermal message j frames[j]'s thermal."""
+    def build(store):
+        def make(stamp, frame_id, array, kind):
+            if kind in ("jpeg", "png"):
+                return compressed_msg(store, stamp, frame_id, array, kind), "sensor_msgs/msg/CompressedImage"
+            if kind == "rgb8":
+                array = array[..., ::-1].copy()
+            if kind == "mono16":
+                array = array.astype(np.uint16) * 257
+            return image_msg(store, stamp, frame_id, array, kind), "sensor_msgs/msg/Image"
+        return {
+            RGB_TOPIC: [(t, 2_000_000, *make(t, "camera_color_optical_frame", frames[i][0], rgb_kind))
+                        for i, t in enumerate(rgb_stamps)],
+            AUX_TOPIC: [(t, 6_000_000, *make(t, "flir_optical_frame", frames[j][1], aux_kind))
+                        for j, t in enumerate(aux_stamps)],
+        }
+    return build
+
+
+def read_bag(path):
+    """{topic: [(log time, message)]} of a bag."""
+    out = {}
+    with AnyReader([Path(path)], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as r:
+        for conn, log, raw in r.messages():
+            out.setdefault(conn.topic, []).append((log, r.deserialize(raw, conn.msgtype)))
+    return out
+
+
+def stamp_of(msg):
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
+def expected_pairs(rgb, aux, skew_ns):
+    """Each thermal frame with its nearest RGB frame when within the skew (thermal frames are
+    far enough apart at 8.7 Hz never to want the same RGB frame)."""
+    pairs = []
+    for j, t in enumerate(aux):
+        i = int(np.argmin([abs(r - t) for r in rgb]))
+        if abs(rgb[i] - t) <= skew_ns:
+            pairs.append((i, j))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bag_models")
+    save_gopt(tiny_gopt(), d / "thermal.pt")
+    save_gopt(tiny_gopt(1, modality="depth", aux_mean=[3.0], aux_std=[1.5]), d / "depth.pt")
+    for name in ("thermal", "depth"):
+        assert run(parse_args([str(d / f"{name}.pt"), "-o", str(d / f"{name}.onnx"), "--no-check"])) == 0
+    return d
+
+
+@pytest.fixture(scope="module")
+def seg(models_dir):
+    return Segmenter(models_dir / "thermal.onnx")
+
+
+# ---- pairing ---------------------------------------------------------------------------------
+
+
+def test_pairing_takes_closest_pairs_first_each_message_once():
+    # an RGB-order greedy match would give rgb 0 the aux at 8; the closest pair is rgb 10
+    assert pair_by_stamp([0, 10], [8], 10) == ([(1, 0)], [0], [])
+    assert pair_by_stamp([0, 10, 20], [4, 6], 10) == ([(0, 0), (1, 1)], [2], [])
+    assert pair_by_stamp([0, 100], [50], 10) == ([], [0, 1], [0])
+    assert pair_by_stamp([], [1, 2], 10) == ([], [], [0, 1])
+
+
+def test_bag_pairing_at_camera_rates(tmp_path):
+    rgb, aux = schedule()
+    frames = mfnet_frames(len(rgb))
+    del rgb[17]  # an RGB frame dropped too: its thermal partner takes the next nearest or none
+    bag = write_bag(tmp_path / "rgbt", rgbt_streams(rgb, aux, frames[:len(rgb)]))
+    for skew_ms in (20, 5):
+        source = BagPair(bag, RGB_TOPIC, AUX_TOPIC, max_skew_ms=skew_ms)
+        want = expected_pairs(rgb, aux, skew_ms * 10**6)
+        assert source.pairs == want
+        assert len(want) >= (len(aux) - 3 if skew_ms == 20 else 1)
+        lone_rgb = [t for i, t in enumerate(rgb) if i not in {p[0] for p in want}]
+        lone_aux = [t for j, t in enumerate(aux) if j not in {p[1] for p in want}]
+        assert source.unmatched == sorted([(RGB_TOPIC, t) for t in lone_rgb] + [(AUX_TOPIC, t) for t in lone_aux],
+                                          key=lambda u: u[1])
+        assert source.skipped == len(lone_rgb)
+        assert source.unmatched_lines()[0] == f"{source.unmatched[0][0]} @ {stamp_text(source.unmatched[0][1])}: " \
+                                              "no partner within the skew limit"
+        got = list(source)
+        source.close()
+        assert [f.stamp for f in got] == [rgb[i] for i, _ in want]
+        for f, (i, j) in zip(got, want):  # the decoded images are the paired messages' own
+            np.testing.assert_array_equal(f.rgb, frames[i][0])
+            np.testing.assert_array_equal(f.aux, frames[j][1])
+            assert f.frame_id == "camera_color_optical_frame" and f.log_time == rgb[i] + 2_000_000
+
+
+def test_missing_or_wrong_topic_lists_image_topics(tmp_path):
+    rgb, aux = schedule(seconds=0.3)
+    bag = write_bag(tmp_path / "b", rgbt_streams(rgb, aux, mfnet_frames(len(rgb))))
+    for topic in ("/camera/image", None):
+        with pytest.raises(ValueError) as e:
+            open_source(bag=bag, rgb_topic=topic, aux_topic=AUX_TOPIC)
+        text = str(e.value)
+        assert "\n" not in text and f"{RGB_TOPIC} (Image, {len(rgb)} messages)" in text and AUX_TOPIC in text, text
+    with pytest.raises(ValueError, match="no message of .* has a partner .* within 0.001 ms"):
+        open_source(bag=bag, rgb_topic=RGB_TOPIC, aux_topic=AUX_TOPIC, max_skew_ms=0.001)
+    with pytest.raises(FileNotFoundError):
+        open_source(bag=tmp_path / "nothing", rgb_topic=RGB_TOPIC, aux_topic=AUX_TOPIC)
+    (tmp_path / "junk.mcap").write_bytes(b"not a bag")
+    with pytest.raises(ValueError, match="not a readable ROS bag"):
+        open_source(bag=tmp_path / "junk.mcap", rgb_topic=RGB_TOPIC, aux_topic=AUX_TOPIC)
+
+
+def test_ros1_bag(tmp_path):
+    rgb, aux = schedule(1, seconds=0.6)
+    frames = mfnet_frames(len(rgb))
+    bag = write_bag(tmp_path / "rgbt.bag", rgbt_streams(rgb, aux, frames, "bgr8", "mono16"), storage="ros1")
+    source = open_source(bag=bag, rgb_topic=RGB_TOPIC, aux_topic=AUX_TOPIC)
+    want = expected_pairs(rgb, aux, 20 * 10**6)
+    got = list(source)
+    assert [(f.stamp, f.frame_id) for f in got] == [(rgb[i], "camera_color_optical_frame") for i, _ in want]
+    for f, (i, j) in zip(got, want):
+        np.testing.assert_array_equal(f.rgb, frames[i][0])
+        np.testing.assert_array_equal(f.aux, frames[j][1].astype(np.uint16) * 257)
+
+
+# ---- bags out --------------------------------------------------------------------------------
+
+
+def check_output(out_bag, source_frames, seg, prefix="gopt", num_classes=5):
+    """The output bag holds one raw and one coloured mask per pair, with the RGB header, equal
+    to Segmenter.run on the pair's frames."""
+    topics = read_bag(out_bag)
+    raw, colored = topics[f"/{prefix}/raw_segmentation_mask"], topics[f"/{prefix}/colored_segmentation_mask"]
+    assert len(raw) == len(colored) == len(source_frames)
+    for (log, m), (log2, c), (stamp, rgb, aux, frame_id, log_in) in zip(raw, colored, source_frames):
+        assert stamp_of(m) == stamp_of(c) == stamp and m.header.frame_id == c.header.frame_id == frame_id
+        assert log == log2 == log_in
+        assert m.encoding == "mono8" and c.encoding == "bgr8"
+        labels = seg.run(rgb, aux)
+        np.testing.assert_array_equal(image_to_numpy(m), labels)
+        np.testing.assert_array_equal(image_to_numpy(c), overlay(rgb, labels, num_classes))
+    return topics
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_bag_in_bag_out_rgbt(tmp_path, seg, storage):
+    rgb, aux = schedule(2, seconds=1.0)
+    frames = mfnet_frames(len(rgb))
+    kinds = ("rgb8", "mono8") if storage == "mcap" else ("jpeg", "mono8")
+    bag = write_bag(tmp_path / "in", rgbt_streams(rgb, aux, frames, *kinds), storage)
+    source = open_source(bag=bag, rgb_topic=RGB_TOPIC, aux_topic=AUX_TOPIC)
+    out = tmp_path / "out"
+    with BagWriter(out, 5, storage) as w:
+        results = [r for r in stream(seg, source)]
+        for r in results:
+            w.write(r.frame, r.labels)
+    want = expected_pairs(rgb, aux, 20 * 10**6)
+    assert len(results) == len(want) > 0
+    rgb_in = {stamp_of(m): m for _, m in read_bag(bag)[RGB_TOPIC]}
+    expect = []
+    for (i, j), r in zip(want, results):
+        colour = compressed_to_numpy(rgb_in[rgb[i]]) if kinds[0] == "jpeg" else frames[i][0]
+        expect.append((rgb[i], colour, frames[j][1], "camera_color_optical_frame", rgb[i] + 2_000_000))
+    check_output(out, expect, seg)
+    names = sorted(p.name for p in out.iterdir())  # the storage file is named after the bag, not the temporary
+    assert names[0] == "metadata.yaml" and names[1].startswith("out") and len(names) == 2, names
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_bag_writer_is_atomic(tmp_path, seg):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="boom"):
+        with BagWriter(out, 5):
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    out.mkdir()
+    with pytest.raises(FileExistsError, match="exists already"):
+        BagWriter(out, 5)
+    with pytest.raises(ValueError, match="storage must be one of"):
+        BagWriter(tmp_path / "x", 5, storage="bag")
+    with pytest.raises(ValueError, match="topic prefix '1x'"):
+        BagWriter(tmp_path / "x", 5, topic_prefix="1x")
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_command_line_rgbd_esanet(tmp_path, models_dir, storage, capsys):
+    """python -m runtime MODEL --bag IN --out-bag OUT on an RGB-D bag (ESANet frame, depth as
+    compressedDepth png at 30 Hz), with --copy-inputs and a topic prefix."""
+    rgb_img, depth_img = sample("esanet_rgb.png"), sample("esanet_depth.png")
+    n = 6
+    rgb = [T0 + int(i * 1e9 / 30) for i in range(n)]
+    dep = [t + 3_000_000 for t in rgb]
+    frames = [(np.roll(rgb_img, 4 * i, axis=1), np.roll(depth_img, 4 * i, axis=1)) for i in range(n)]
+
+    def build(store):
+        return {"/rgb": [(t, 1000, image_msg(store, t, "cam", frames[i][0], "bgr8"), "sensor_msgs/msg/Image")
+                         for i, t in enumerate(rgb)],
+                "/depth": [(t, 1000, compressed_msg(store, t, "cam", frames[i][1], "compressedDepth"),
+                            "sensor_msgs/msg/CompressedImage") for i, t in enumerate(dep)]}
+    bag = write_bag(tmp_path / "rgbd", build, storage)
+    out = tmp_path / "seg"
+    args = [str(models_dir / "depth.onnx"), "--bag", str(bag), "--rgb-topic", "/rgb", "--aux-topic", "/depth",
+            "--out-bag", str(out), "--topic-prefix", "esanet", "--copy-inputs", "--quiet"]
+    if storage == "sqlite3":
+        args += ["--storage", "sqlite3"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"frames {n}," in printed and f"wrote {n} frames to {out}" in printed
+    seg = Segmenter(models_dir / "depth.onnx")
+    topics = check_output(out, [(rgb[i], frames[i][0], frames[i][1], "cam", rgb[i] + 1000) for i in range(n)], seg,
+                          prefix="esanet")
+    assert len(topics["/rgb"]) == len(topics["/depth"]) == n  # inputs copied unchanged
+    np.testing.assert_array_equal(compressed_to_numpy(topics["/depth"][2][1]), frames[2][1])
+    # an existing output is refused before any work, one line
+    assert main(args) == 2
+    assert "exists already" in capsys.readouterr().err
+
+
+def test_command_line_lists_topics_and_reports_unmatched(tmp_path, models_dir, capsys):
+    rgb, aux = schedule(3, seconds=0.5)
+    bag = write_bag(tmp_path / "in", rgbt_streams(rgb, aux, mfnet_frames(len(rgb))))
+    model = str(models_dir / "thermal.onnx")
+    assert main([model, "--bag", str(bag), "--rgb-topic", "/wrong", "--aux-topic", AUX_TOPIC]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and RGB_TOPIC in err and "no topic '/wrong'" in err
+    assert main([model, "--bag", str(bag), "--rgb-topic", RGB_TOPIC, "--aux-topic", AUX_TOPIC, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    want = expected_pairs(rgb, aux, 20 * 10**6)
+    lone = len(rgb) + len(aux) - 2 * len(want)
+    assert f"frames {len(want)}," in out and f"unmatched {lone} messages" in out
+    assert f"{RGB_TOPIC} @ {stamp_text(rgb[1])}: no partner" in out
