@@ -16,3 +16,17 @@ def tiny_gopt(seed=0, **overrides):
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     model.backbone.refresh_pos_embed()
     return model.eval()
+
+
+def export_tiny_gopts(folder):
+    """``thermal.onnx`` (marked untrained) and ``depth.onnx`` in ``folder``: the tiny GoPTs
+    that the stream and bag tests run through ONNX Runtime."""
+    from export.onnx import parse_args, run
+    from models import save_gopt
+
+    save_gopt(tiny_gopt(untrained=True), folder / "thermal.pt")
+    save_gopt(tiny_gopt(1, modality="depth", aux_mean=[3.0], aux_std=[1.5]), folder / "depth.pt")
+    for name in ("thermal", "depth"):
+        if run(parse_args([str(folder / f"{name}.pt"), "-o", str(folder / f"{name}.onnx"), "--no-check"])) != 0:
+            raise RuntimeError(f"exporting the tiny {name} GoPT failed")
+    return folder

@@ -14,9 +14,6 @@ from rosbags.rosbag1 import Writer as Writer1  # noqa: E402
 from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
-from factories import tiny_gopt  # noqa: E402
-from export.onnx import parse_args, run  # noqa: E402
-from models import save_gopt  # noqa: E402
 from runtime import Segmenter  # noqa: E402
 from runtime.__main__ import main  # noqa: E402
 from runtime.bags import BagPair, BagWriter, pair_by_stamp, stamp_text  # noqa: E402
@@ -78,20 +75,16 @@ def write_bag(path, streams, storage="mcap"):
     items = sorted((stamp + delay, topic, msg, typ) for topic, msgs in streams(store).items()
                    for stamp, delay, msg, typ in msgs)
     if storage == "ros1":
-        with Writer1(path) as w:
-            conns = {}
-            for log, topic, msg, typ in items:
-                if topic not in conns:
-                    conns[topic] = w.add_connection(topic, typ, typestore=store)
-                w.write(conns[topic], log, store.serialize_ros1(msg, typ))
-        return path
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    with Writer(path, version=9, storage_plugin=plugin) as w:
+        writer, serialize = Writer1(path), store.serialize_ros1
+    else:
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        writer, serialize = Writer(path, version=9, storage_plugin=plugin), store.serialize_cdr
+    with writer as w:
         conns = {}
         for log, topic, msg, typ in items:
             if topic not in conns:
                 conns[topic] = w.add_connection(topic, typ, typestore=store)
-            w.write(conns[topic], log, store.serialize_cdr(msg, typ))
+            w.write(conns[topic], log, serialize(msg, typ))
     return path
 
 
@@ -140,13 +133,8 @@ def expected_pairs(rgb, aux, skew_ns):
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bag_models")
-    save_gopt(tiny_gopt(), d / "thermal.pt")
-    save_gopt(tiny_gopt(1, modality="depth", aux_mean=[3.0], aux_std=[1.5]), d / "depth.pt")
-    for name in ("thermal", "depth"):
-        assert run(parse_args([str(d / f"{name}.pt"), "-o", str(d / f"{name}.onnx"), "--no-check"])) == 0
-    return d
+def models_dir(tiny_gopt_models):
+    return tiny_gopt_models
 
 
 @pytest.fixture(scope="module")

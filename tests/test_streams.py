@@ -10,9 +10,6 @@ import cv2
 import numpy as np
 import pytest
 
-from factories import tiny_gopt
-from export.onnx import parse_args, run
-from models import save_gopt
 from runtime import Segmenter
 from runtime.streams import (CameraPair, FolderPair, FramePair, ImagePair, MFNetFrames, VideoPair, open_source,
                              stem_time, stream, timing_summary)
@@ -23,13 +20,8 @@ MFNET = [os.path.join(SAMPLES, f) for f in ("mfnet_01234N.png", "mfnet_01477D.pn
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("streams")
-    save_gopt(tiny_gopt(untrained=True), d / "thermal.pt")
-    save_gopt(tiny_gopt(1, modality="depth", aux_mean=[3.0], aux_std=[1.5]), d / "depth.pt")
-    for name in ("thermal", "depth"):
-        assert run(parse_args([str(d / f"{name}.pt"), "-o", str(d / f"{name}.onnx"), "--no-check"])) == 0
-    return d
+def models_dir(tiny_gopt_models):
+    return tiny_gopt_models
 
 
 @pytest.fixture(scope="module")
