@@ -133,13 +133,8 @@ def expected_pairs(rgb, aux, skew_ns):
 
 
 @pytest.fixture(scope="module")
-def models_dir(tiny_gopt_models):
-    return tiny_gopt_models
-
-
-@pytest.fixture(scope="module")
-def seg(models_dir):
-    return Segmenter(models_dir / "thermal.onnx")
+def thermal_seg(tiny_gopt_models):
+    return Segmenter(tiny_gopt_models / "thermal.onnx")
 
 
 # ---- pairing ---------------------------------------------------------------------------------
@@ -229,7 +224,7 @@ def check_output(out_bag, source_frames, seg, prefix="gopt", num_classes=5):
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_bag_in_bag_out_rgbt(tmp_path, seg, storage):
+def test_bag_in_bag_out_rgbt(tmp_path, thermal_seg, storage):
     rgb, aux = schedule(2, seconds=1.0)
     frames = mfnet_frames(len(rgb))
     kinds = ("rgb8", "mono8") if storage == "mcap" else ("jpeg", "mono8")
@@ -237,7 +232,7 @@ def test_bag_in_bag_out_rgbt(tmp_path, seg, storage):
     source = open_source(bag=bag, rgb_topic=RGB_TOPIC, aux_topic=AUX_TOPIC)
     out = tmp_path / "out"
     with BagWriter(out, 5, storage) as w:
-        results = [r for r in stream(seg, source)]
+        results = list(stream(thermal_seg, source))
         for r in results:
             w.write(r.frame, r.labels)
     want = expected_pairs(rgb, aux, 20 * 10**6)
@@ -247,13 +242,13 @@ def test_bag_in_bag_out_rgbt(tmp_path, seg, storage):
     for (i, j), r in zip(want, results):
         colour = compressed_to_numpy(rgb_in[rgb[i]]) if kinds[0] == "jpeg" else frames[i][0]
         expect.append((rgb[i], colour, frames[j][1], "camera_color_optical_frame", rgb[i] + 2_000_000))
-    check_output(out, expect, seg)
+    check_output(out, expect, thermal_seg)
     names = sorted(p.name for p in out.iterdir())  # the storage file is named after the bag, not the temporary
     assert names[0] == "metadata.yaml" and names[1].startswith("out") and len(names) == 2, names
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
 
 
-def test_bag_writer_is_atomic(tmp_path, seg):
+def test_bag_writer_is_atomic(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="boom"):
         with BagWriter(out, 5):
@@ -269,7 +264,7 @@ def test_bag_writer_is_atomic(tmp_path, seg):
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_command_line_rgbd_esanet(tmp_path, models_dir, storage, capsys):
+def test_command_line_rgbd_esanet(tmp_path, tiny_gopt_models, storage, capsys):
     """python -m runtime MODEL --bag IN --out-bag OUT on an RGB-D bag (ESANet frame, depth as
     compressedDepth png at 30 Hz), with --copy-inputs and a topic prefix."""
     rgb_img, depth_img = sample("esanet_rgb.png"), sample("esanet_depth.png")
@@ -285,14 +280,14 @@ def test_command_line_rgbd_esanet(tmp_path, models_dir, storage, capsys):
                             "sensor_msgs/msg/CompressedImage") for i, t in enumerate(dep)]}
     bag = write_bag(tmp_path / "rgbd", build, storage)
     out = tmp_path / "seg"
-    args = [str(models_dir / "depth.onnx"), "--bag", str(bag), "--rgb-topic", "/rgb", "--aux-topic", "/depth",
+    args = [str(tiny_gopt_models / "depth.onnx"), "--bag", str(bag), "--rgb-topic", "/rgb", "--aux-topic", "/depth",
             "--out-bag", str(out), "--topic-prefix", "esanet", "--copy-inputs", "--quiet"]
     if storage == "sqlite3":
         args += ["--storage", "sqlite3"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert f"frames {n}," in printed and f"wrote {n} frames to {out}" in printed
-    seg = Segmenter(models_dir / "depth.onnx")
+    seg = Segmenter(tiny_gopt_models / "depth.onnx")
     topics = check_output(out, [(rgb[i], frames[i][0], frames[i][1], "cam", rgb[i] + 1000) for i in range(n)], seg,
                           prefix="esanet")
     assert len(topics["/rgb"]) == len(topics["/depth"]) == n  # inputs copied unchanged
@@ -302,10 +297,10 @@ def test_command_line_rgbd_esanet(tmp_path, models_dir, storage, capsys):
     assert "exists already" in capsys.readouterr().err
 
 
-def test_command_line_lists_topics_and_reports_unmatched(tmp_path, models_dir, capsys):
+def test_command_line_lists_topics_and_reports_unmatched(tmp_path, tiny_gopt_models, capsys):
     rgb, aux = schedule(3, seconds=0.5)
     bag = write_bag(tmp_path / "in", rgbt_streams(rgb, aux, mfnet_frames(len(rgb))))
-    model = str(models_dir / "thermal.onnx")
+    model = str(tiny_gopt_models / "thermal.onnx")
     assert main([model, "--bag", str(bag), "--rgb-topic", "/wrong", "--aux-topic", AUX_TOPIC]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and RGB_TOPIC in err and "no topic '/wrong'" in err
