@@ -28,9 +28,8 @@ from typing import Iterator
 import numpy as np
 
 from .files import atomic_dir
-from .preprocess import overlay
-from .ros_messages import aux_frame, image_fields, rgb_frame
-from .streams import FramePair, _aux_channels, check_sizes, to_aux
+from .ros_messages import frame_pair, image_fields, mask_images
+from .streams import FramePair, _aux_channels
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STORAGES = ("mcap", "sqlite3")
@@ -125,7 +124,8 @@ class BagPair:
         if not max_skew_ms >= 0:
             raise ValueError(f"max_skew_ms must be >= 0, got {max_skew_ms}")
         self.path, self.topics = Path(path), (rgb_topic, aux_topic)
-        self.modality, self.channels, self.resize_aux = modality, _aux_channels(modality), resize_aux
+        _aux_channels(modality)  # an unknown modality fails before the bag is read
+        self.modality, self.resize_aux = modality, resize_aux
         self.reader = open_reader(path)
         try:
             self._pair(int(round(max_skew_ms * 1e6)))
@@ -191,9 +191,7 @@ class BagPair:
         t = stamp_ns(rgb_msg.header)
         name = f"{self.topics[0].strip('/').replace('/', '_')}_{stamp_text(t).replace('.', '_')}"
         try:
-            rgb = rgb_frame(rgb_msg)
-            aux = to_aux(aux_frame(aux_msg, self.modality), self.channels)
-            check_sizes(name, rgb, aux, self.resize_aux)
+            rgb, aux = frame_pair(rgb_msg, aux_msg, self.modality, self.resize_aux, name)
         except ValueError as e:
             raise ValueError(f"{self.topics[0]} @ {stamp_text(t)}: {e}") from None
         return BagFramePair(index, name, t / 1e6, rgb, aux, stamp=t, frame_id=str(rgb_msg.header.frame_id),
@@ -253,9 +251,8 @@ class BagWriter:
 
     def write(self, frame: BagFramePair, labels: np.ndarray) -> None:
         """The two masks of one frame (``labels``: H x W class ids, or a SimCMF bool mask)."""
-        labels = labels.astype(np.uint8)
-        colored = overlay(frame.rgb, labels, self.num_classes)
-        for conn, array, enc in ((self.raw, labels, "mono8"), (self.colored, colored, "bgr8")):
+        raw, colored = mask_images(frame.rgb, labels, self.num_classes)
+        for conn, array, enc in ((self.raw, raw, "mono8"), (self.colored, colored, "bgr8")):
             msg = self._image(array, enc, frame.stamp, frame.frame_id)
             self.writer.write(conn, frame.log_time, self.typestore.serialize_cdr(msg, conn.msgtype))
         self.written += 1
