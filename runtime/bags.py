@@ -113,18 +113,20 @@ def describe_topics(topics: dict[str, tuple[str, int]]) -> str:
 
 class BagPair:
     """RGB and auxiliary image messages from one bag, paired by header stamp within
-    ``max_skew_ms``. Messages without a partner are not segmented: they are listed in
+    ``max_skew_ms``. ``modality`` None: auxiliary frames as they came (for SimCMF's
+    ``ros_messages.simcmf_image``). Messages without a partner are not segmented: they are listed in
     ``unmatched`` as (topic, stamp ns), and ``skipped`` counts the RGB ones.
 
     Reading is two passes over the two topics: headers first (to pair), then images,
     decoded only for pairs; memory holds at most the messages between a pair's two parts."""
 
-    def __init__(self, path, rgb_topic: str, aux_topic: str, max_skew_ms: float = 20.0, modality: str = "thermal",
+    def __init__(self, path, rgb_topic: str, aux_topic: str, max_skew_ms: float = 20.0, modality: str | None = "thermal",
                  resize_aux: bool = False):
         if not max_skew_ms >= 0:
             raise ValueError(f"max_skew_ms must be >= 0, got {max_skew_ms}")
         self.path, self.topics = Path(path), (rgb_topic, aux_topic)
-        _aux_channels(modality)  # an unknown modality fails before the bag is read
+        if modality is not None:
+            _aux_channels(modality)  # an unknown modality fails before the bag is read
         self.modality, self.resize_aux = modality, resize_aux
         self.reader = open_reader(path)
         try:

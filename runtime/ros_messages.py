@@ -224,12 +224,15 @@ def aux_frame(msg, modality: str = "thermal") -> np.ndarray:
     return img
 
 
-def frame_pair(rgb_msg, aux_msg, modality: str = "thermal", resize_aux: bool = False, name: str = "frame"):
+def frame_pair(rgb_msg, aux_msg, modality: str | None = "thermal", resize_aux: bool = False, name: str = "frame"):
     """(BGR uint8, auxiliary frame with the model's channels) from two messages, checked as
-    the stream sources check their frames."""
+    the stream sources check their frames. ``modality`` None: the auxiliary frame as it came
+    (SimCMF builds its input with ``simcmf_image``)."""
     from .streams import _aux_channels, check_sizes, to_aux
 
     rgb = rgb_frame(rgb_msg)
+    if modality is None:
+        return rgb, aux_frame(aux_msg)
     aux = to_aux(aux_frame(aux_msg, modality), _aux_channels(modality))
     check_sizes(name, rgb, aux, resize_aux)
     return rgb, aux
@@ -244,23 +247,23 @@ def mask_images(bgr: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[
     return labels, overlay(bgr, labels, num_classes)
 
 
-def simcmf_image(config: dict, rgb_msg, aux_msg) -> tuple[np.ndarray, np.ndarray]:
-    """(BGR frame for the overlay, SimCMF's H x W x C input) from a synchronised pair: the
+
+def simcmf_image(config: dict, bgr: np.ndarray, aux: np.ndarray) -> np.ndarray:
+    """SimCMF's H x W x C input from a pair's frames (``rgb_frame``, ``aux_frame``): the
     colour frame stacked with the auxiliary channels for RGB-first modalities (rgbt, rgbd,
     rgbnir ...), the auxiliary frame alone for the others (t, d, nir, hha)."""
     from .streams import check_sizes, to_aux
 
     modality, in_chans = config.get("modality") or "", int(config["in_chans"])
     rgb_first = modality.startswith(("rgb", "pgsnet_rgb"))
-    bgr = rgb_frame(rgb_msg)
-    aux = to_aux(aux_frame(aux_msg, "depth" if "d" in modality.replace("hha", "") else modality),
-                 in_chans - 3 if rgb_first else in_chans)
+    aux = to_aux(aux, in_chans - 3 if rgb_first else in_chans)
     check_sizes("SimCMF pair", bgr, aux, False)
     if aux.dtype != np.uint8:
         if not config.get("minmax_channels"):
             raise ValueError(f"SimCMF ({modality or 'unknown modality'}) takes 8-bit auxiliary images, got {aux.dtype}")
-        aux = aux.astype(np.float32)  # stretched per image to 0-255 by the preprocessing
+        # stretched per image to 0-255 by the preprocessing; float holes (NaN) count as 0
+        aux = np.nan_to_num(aux.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if not rgb_first:
-        return bgr, aux
+        return aux
     aux = aux[..., None] if aux.ndim == 2 else aux
-    return bgr, np.concatenate([bgr.astype(aux.dtype), aux], axis=-1)
+    return np.concatenate([bgr.astype(aux.dtype), aux], axis=-1)

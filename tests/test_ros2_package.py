@@ -5,12 +5,11 @@ input the node builds from a message pair."""
 import ast
 import importlib
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from runtime.ros_messages import image_fields, simcmf_image
+from runtime.ros_messages import simcmf_image
 
 ROS2 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ros2")
 NODE = os.path.join(ROS2, "mmseg_ros", "segmenter_node.py")
@@ -49,26 +48,22 @@ def test_launch_arguments_are_the_node_parameters():
         assert launch[name].lower() == str(default).lower(), name
 
 
-def msg(array, encoding):
-    return SimpleNamespace(**image_fields(array, encoding))
-
-
 def test_simcmf_image_from_a_pair():
     rng = np.random.default_rng(0)
     bgr = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
     thermal = rng.integers(0, 255, (24, 32), dtype=np.uint8)
     depth = rng.integers(1, 5000, (24, 32), dtype=np.uint16)
-    out_bgr, image = simcmf_image({"modality": "rgbt", "in_chans": 4}, msg(bgr[..., ::-1].copy(), "rgb8"),
-                                  msg(thermal, "mono8"))
-    np.testing.assert_array_equal(out_bgr, bgr)
-    np.testing.assert_array_equal(image, np.dstack([bgr, thermal]))
-    _, image = simcmf_image({"modality": "t", "in_chans": 1}, msg(bgr, "bgr8"), msg(thermal, "mono8"))
-    np.testing.assert_array_equal(image, thermal)
-    _, image = simcmf_image({"modality": "rgbd", "in_chans": 4, "minmax_channels": [3]}, msg(bgr, "bgr8"),
-                            msg(depth, "16UC1"))
+    np.testing.assert_array_equal(simcmf_image({"modality": "rgbt", "in_chans": 4}, bgr, thermal),
+                                  np.dstack([bgr, thermal]))
+    np.testing.assert_array_equal(simcmf_image({"modality": "t", "in_chans": 1}, bgr, thermal), thermal)
+    image = simcmf_image({"modality": "rgbd", "in_chans": 4, "minmax_channels": [3]}, bgr, depth)
     assert image.dtype == np.float32 and image.shape == (24, 32, 4)
     np.testing.assert_array_equal(image[..., 3], depth.astype(np.float32))
+    metres = depth.astype(np.float32) / 1000
+    metres[0, 0] = np.nan  # a REP 117 hole
+    image = simcmf_image({"modality": "d", "in_chans": 1, "minmax_channels": [0]}, bgr, metres)
+    assert image[0, 0] == 0 and np.isfinite(image).all()
     with pytest.raises(ValueError, match="takes 8-bit auxiliary images, got uint16"):
-        simcmf_image({"modality": "rgbnir", "in_chans": 4}, msg(bgr, "bgr8"), msg(depth, "16UC1"))
+        simcmf_image({"modality": "rgbnir", "in_chans": 4}, bgr, depth)
     with pytest.raises(ValueError, match="differ in size"):
-        simcmf_image({"modality": "rgbt", "in_chans": 4}, msg(bgr, "bgr8"), msg(thermal[:20], "mono8"))
+        simcmf_image({"modality": "rgbt", "in_chans": 4}, bgr, thermal[:20])

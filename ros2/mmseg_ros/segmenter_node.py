@@ -100,8 +100,8 @@ class SegmenterNode(Node):
             click = self._click
         if click is None:
             raise ValueError("no click yet on the points topic")
-        bgr, image = simcmf_image(self.seg.config, rgb_msg, aux_msg)
-        mask, _ = self.seg.run(image, points=[click])
+        bgr, aux = frame_pair(rgb_msg, aux_msg, None)
+        mask, _ = self.seg.run(simcmf_image(self.seg.config, bgr, aux), points=[click])
         return bgr, mask
 
     def publish_masks(self, pair, result) -> None:
