@@ -46,7 +46,7 @@ class OnnxRuntimeBackend(Backend):
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         if device == "cuda" and self.device != "cuda":
             raise ValueError(f"{path}: asked for CUDA, but the session runs on {self.providers}")
-        self._io = self.session.io_binding() if self.device == "cuda" else None
+        self._bind = self.device == "cuda"
 
     @staticmethod
     def _load(path, opts, providers):
@@ -63,12 +63,11 @@ class OnnxRuntimeBackend(Backend):
     def infer(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         check_feeds(self.inputs, feeds)
         names = outputs or [t.name for t in self.outputs]
-        if self._io is None:
+        if not self._bind:
             return dict(zip(names, self.session.run(names, feeds)))
-        # CUDA: inputs copied to the device once, only the requested outputs copied back.
-        io = self._io
-        io.clear_binding_inputs()
-        io.clear_binding_outputs()
+        # CUDA: inputs copied to the device once, only the requested outputs copied back. One
+        # binding per call: sessions are re-entrant, a shared binding is not.
+        io = self.session.io_binding()
         for name, x in feeds.items():
             io.bind_cpu_input(name, np.ascontiguousarray(x))
         for name in names:

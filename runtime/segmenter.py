@@ -10,6 +10,7 @@ torch_backend.py) -> label map resized back to the frame.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,17 @@ class Prepared:
 
 
 class Segmenter:
+    """Frames in, label maps (GoPT) or click masks (SimCMF) out, on the model file's backend.
+
+    Thread safety: every public method may be called from several threads at once on one
+    Segmenter, and each call returns what it would return alone. GoPT calls run concurrently
+    (ONNX Runtime and PyTorch sessions are re-entrant; a TensorRT backend runs one ``infer``
+    at a time, as its buffers and stream are its own). SimCMF keeps the last image's
+    embedding as one (fingerprint, embedding, size) record, replaced whole; encoder runs are
+    serialised per Segmenter (a new image is encoded once even when several threads click on
+    it), decoder runs are concurrent. ``close`` must not race with calls in flight.
+    """
+
     def __init__(self, path, device: str | None = None, providers=None, color_order: str = "bgr",
                  resize_aux: bool = False, depth_units: float = 0.001, **options):
         """``path``: .engine / .plan (TensorRT), .onnx (ONNX Runtime), .pt / .pth (PyTorch).
@@ -88,8 +100,10 @@ class Segmenter:
         self.device = main.device
         self.color_order = color_order
         self.resize_aux = resize_aux
-        self._embedding_key = None
-        self._embedding = None
+        # SimCMF: the last image's embedding as one (fingerprint, embedding, size) tuple, replaced
+        # whole, so that a reader never pairs one image's key with another's embedding.
+        self._cache = None
+        self._encoder_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"Segmenter({self.path.name}: {self.info.variant or self.kind}, backend={self.backend}, "
@@ -176,25 +190,33 @@ class Segmenter:
 
     def set_image(self, image) -> None:
         """Run the encoder on ``image`` (H x W x C) once; clicks on it then cost one decoder run."""
+        self._embed(image)
+
+    def _embed(self, image):
+        """(embedding, (H, W)) of ``image``: the cached one when it is the last image encoded."""
         key = _fingerprint(image)
-        if key == self._embedding_key:
-            return
-        cfg = self.config
-        if cfg.get("pixel_mean") is None:
-            raise ValueError("this SimCMF model has no normalisation constants: its modality is unknown; "
-                             "export it with --modality (e.g. rgbt, rgbd, t)")
-        rgb_first = (cfg.get("modality") or "").startswith(("rgb", "pgsnet_rgb"))
-        x = preprocess_image(image, cfg["in_chans"], cfg["img_size"], cfg["pixel_mean"], cfg["pixel_std"],
-                             cfg.get("pixel_scale"), self.color_order, rgb_first, cfg.get("minmax_channels"))
-        self._embedding = self.graphs["encoder"].infer({"x": x})["embeddings"]
-        self._embedding_key = key
-        self._image_size = image.shape[:2]
+        cache = self._cache
+        if cache is not None and cache[0] == key:
+            return cache[1], cache[2]
+        with self._encoder_lock:  # one encoder run per new image, even when threads click on it at once
+            cache = self._cache
+            if cache is not None and cache[0] == key:
+                return cache[1], cache[2]
+            cfg = self.config
+            if cfg.get("pixel_mean") is None:
+                raise ValueError("this SimCMF model has no normalisation constants: its modality is unknown; "
+                                 "export it with --modality (e.g. rgbt, rgbd, t)")
+            rgb_first = (cfg.get("modality") or "").startswith(("rgb", "pgsnet_rgb"))
+            x = preprocess_image(image, cfg["in_chans"], cfg["img_size"], cfg["pixel_mean"], cfg["pixel_std"],
+                                 cfg.get("pixel_scale"), self.color_order, rgb_first, cfg.get("minmax_channels"))
+            embedding = self.graphs["encoder"].infer({"x": x})["embeddings"]
+            self._cache = (key, embedding, image.shape[:2])
+            return embedding, image.shape[:2]
 
     def _run_simcmf(self, image, points, labels, return_logits):
         if points is None or len(points) == 0:
             raise ValueError("SimCMF needs at least one click: points=[(x, y), ...] in image pixels")
-        self.set_image(image)
-        H, W = self._image_size
+        embedding, (H, W) = self._embed(image)
         pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
         if not np.isfinite(pts).all() or (pts < 0).any() or (pts[:, 0] >= W).any() or (pts[:, 1] >= H).any():
             raise ValueError(f"points must lie inside the {W}x{H} image as (x, y) pixels, got {pts.tolist()}")
@@ -203,7 +225,7 @@ class Segmenter:
             raise ValueError(f"labels must be one 0 (background) or 1 (foreground) per point, got {lab.tolist()}")
         side = self.config["img_size"]
         coords = pts * np.array([side / W, side / H], np.float32)  # stretched to the square input
-        out = self.graphs["decoder"].infer({"embeddings": self._embedding, "point_coords": coords[None],
+        out = self.graphs["decoder"].infer({"embeddings": embedding, "point_coords": coords[None],
                                             "point_labels": lab[None]})
         logits = resize_planes(out["low_res_logits"][0], (H, W))[0]
         mask, iou = logits > 0, float(out["iou"][0, 0])

@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import json
 import os
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -321,7 +322,8 @@ class TensorRTBackend(Backend):
     ``cuda_graph``: once a call comes with the same input shapes as the call before it (every
     call, for an engine with fixed shapes), the engine's launch is captured into a CUDA graph
     and replayed from then on; new shapes run the engine directly and capture again later.
-    One ``infer`` at a time per backend: buffers and the stream are the backend's own.
+    Calls from several threads are serialised (a lock around ``infer``): the buffers, the
+    stream and the CUDA graph are the backend's own.
     """
 
     name = "tensorrt"
@@ -329,6 +331,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path, device: str | None = None, cuda_graph: bool = True):
         self._closed = True  # close() is safe whatever the constructor got to
+        self._lock = threading.Lock()
         index = cuda_index(device)
         self.path = Path(path)
         if not self.path.is_file():
@@ -404,6 +407,10 @@ class TensorRTBackend(Backend):
     # ---- inference ------------------------------------------------------------------------------
 
     def infer(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        with self._lock:
+            return self._infer(feeds, outputs)
+
+    def _infer(self, feeds: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
         if self._closed:
             raise ValueError("this TensorRT backend is closed")
         check_feeds(self.inputs, feeds, self.max_batch)
@@ -495,6 +502,10 @@ class TensorRTBackend(Backend):
 
     def close(self) -> None:
         """Free the GPU memory, the stream and the CUDA graph; the TensorRT objects go last."""
+        with self._lock:  # not while another thread's infer uses the buffers
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
