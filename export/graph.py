@@ -11,7 +11,8 @@ from .trt_ops import TRT10_MAX_OPSET, TRT10_RESIZE_MODES, TRT10_SUPPORTED_OPS
 
 # Ops whose inputs and outputs stay fp32 in an fp16 model: normalisation and softmax
 # overflow or lose too much in fp16, and every argmax must see fp32 scores.
-FP32_OPS = ("LayerNormalization", "Softmax", "ArgMax", "ReduceMean", "Erf", "Pow", "Sqrt")
+FP32_OPS = ("LayerNormalization", "Softmax", "ArgMax", "ReduceMean", "Erf", "Pow", "Sqrt",
+            "IsInf", "IsNaN")  # ONNX Runtime has no fp16 IsInf / IsNaN
 # Between a producing MatMul / Conv and an ArgMax, these only move or rescale values: the
 # whole chain is kept in fp32 so that the argmax input is computed in fp32.
 _PASS_THROUGH = {"Add", "Sub", "Mul", "Div", "Resize", "Transpose", "Reshape", "Squeeze", "Unsqueeze",

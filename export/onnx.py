@@ -122,15 +122,19 @@ def ort_session(path: Path, plugins=()):
 # ---- GoPT ---------------------------------------------------------------------------------------
 
 class GoPTGraph(nn.Module):
-    """The exported GoPT: logits and the uint8 label map, argmax inside the graph in fp32."""
+    """The exported GoPT: logits and the uint8 label map, argmax inside the graph in fp32;
+    pixels whose logits are not finite get ``nonfinite_label`` (models.gopt.nonfinite_label)."""
 
-    def __init__(self, model):
+    def __init__(self, model, nonfinite_label: int | None = None):
         super().__init__()
         self.model = model
+        self.nonfinite_label = nonfinite_label
 
     def forward(self, rgb, aux):
+        from models.gopt import labels_from_logits
+
         logits = self.model(rgb, aux)
-        return logits, logits.float().argmax(1).to(torch.uint8)
+        return logits, labels_from_logits(logits, self.nonfinite_label)
 
 
 def export_gopt(model, out: Path, batch: int | str = 1, opset: int = DEFAULT_OPSET, fp16: bool = False,
@@ -144,7 +148,10 @@ def export_gopt(model, out: Path, batch: int | str = 1, opset: int = DEFAULT_OPS
     if cfg.num_classes > 256:
         raise ValueError(f"the labels output is uint8: at most 256 classes, the model has {cfg.num_classes}")
     model = model.eval().float()
-    info = gopt_model_info(cfg.to_dict(), batch, "fp16" if fp16 else "fp32", versions())
+    from models.gopt import nonfinite_label
+
+    flag = nonfinite_label(cfg.num_classes)
+    info = gopt_model_info(cfg.to_dict(), batch, "fp16" if fp16 else "fp32", versions(), flag)
     translations = None
     if fused:
         from .fused_onnx import translation_table
@@ -158,7 +165,7 @@ def export_gopt(model, out: Path, batch: int | str = 1, opset: int = DEFAULT_OPS
     try:
         with progress(f"exporting GoPT {cfg.img_size[0]}x{cfg.img_size[1]}{' (fused kernels)' if fused else ''} "
                       f"to {out}"):
-            onnx_model = export_graph(GoPTGraph(model), (torch.from_numpy(rgb), torch.from_numpy(aux)), out,
+            onnx_model = export_graph(GoPTGraph(model, flag), (torch.from_numpy(rgb), torch.from_numpy(aux)), out,
                                       info.inputs, info.outputs, opset, translations)
             finish(onnx_model, info, out, fp16)
     finally:

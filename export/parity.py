@@ -16,8 +16,11 @@ class Parity:
     rel: float  # max_abs / max |reference|
     label_agreement: float | None = None  # fraction of equal argmax labels, for label outputs
     note: str = ""  # a diagnosis shown when the check fails (e.g. a near-tie assignment)
+    nonfinite: str = ""  # NaN / inf found in either output: the check fails, whatever else agrees
 
     def line(self) -> str:
+        if self.nonfinite:
+            return f"{self.name:<28} {self.nonfinite}"
         s = f"{self.name:<28} max-abs {self.max_abs:.3g}  rel {self.rel:.3g}"
         if self.label_agreement is not None:
             s += f"  labels agree {100 * self.label_agreement:.3f}%"
@@ -28,12 +31,23 @@ def compare(name: str, ours: np.ndarray, reference: np.ndarray, labels: tuple | 
     ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
     if ours.shape != reference.shape:
         raise ValueError(f"{name}: shape {ours.shape} differs from the reference {reference.shape}")
+    bad, ref_bad = int((~np.isfinite(ours)).sum()), int((~np.isfinite(reference)).sum())
+    if bad or ref_bad:
+        return Parity(name, float("nan"), float("nan"), nonfinite=nonfinite_diagnosis(bad, ref_bad, ours.size))
     max_abs = float(np.abs(ours - reference).max()) if ours.size else 0.0
     scale = float(np.abs(reference).max()) if reference.size else 0.0
     agreement = None
     if labels is not None:
         agreement = float((np.asarray(labels[0]) == np.asarray(labels[1])).mean())
     return Parity(name, max_abs, max_abs / max(scale, 1e-12), agreement)
+
+
+def nonfinite_diagnosis(bad: int, ref_bad: int, size: int) -> str:
+    if not ref_bad:
+        return (f"CHECK FAILED: the exported graph's output is NaN or infinite at {bad} of {size} values where "
+                "PyTorch's is finite (overflow in a lower precision?)")
+    return (f"CHECK FAILED: output NaN or infinite at {bad} of {size} values, the PyTorch reference too "
+            f"({ref_bad}): the checkpoint itself is broken (NaN or huge weights)")
 
 
 @dataclass
@@ -45,6 +59,8 @@ class Tolerance:
     min_label_agreement: float
 
     def passes(self, p: Parity) -> bool:
+        if p.nonfinite:
+            return False
         ok = self.max_abs is None or p.max_abs <= self.max_abs
         if p.label_agreement is not None:
             ok = ok and p.label_agreement >= self.min_label_agreement

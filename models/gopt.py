@@ -115,6 +115,25 @@ def gopt_vit_l(num_classes: int, aux_channels: int = 1, img_size=(480, 640), **k
                       aux_channels=aux_channels, img_size=img_size, **kw)
 
 
+NONFINITE_LABEL = 255  # the label an exported graph writes where a pixel's logits are NaN or infinite
+
+
+def nonfinite_label(num_classes: int) -> int | None:
+    """NONFINITE_LABEL when it is not a class id (at most 255 classes), else None (no flag)."""
+    return NONFINITE_LABEL if num_classes <= NONFINITE_LABEL else None
+
+
+def labels_from_logits(logits: torch.Tensor, nonfinite_label: int | None = None) -> torch.Tensor:
+    """[B, K, H, W] logits -> [B, H, W] uint8 labels (argmax in fp32, lowest index on ties).
+    With ``nonfinite_label``, pixels whose K logits are not all finite get that label, so a
+    runtime that fetches only labels still sees a broken model (one K-plane reduction)."""
+    f = logits.float()
+    labels = f.argmax(1).to(torch.uint8)
+    if nonfinite_label is None:
+        return labels
+    return torch.where(torch.isfinite(f).all(1), labels, torch.full_like(labels, nonfinite_label))
+
+
 class SETRNaiveHead(nn.Module):
     """tokens -> 1x1 conv (no bias) -> BN -> ReLU -> 1x1 conv -> bilinear to the input size."""
 

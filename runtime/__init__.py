@@ -8,7 +8,8 @@ Importing ``runtime`` never imports PyTorch: the ONNX Runtime and TensorRT paths
 machines without it.
 """
 from .metadata import ModelFileError, ModelInfo, read_onnx_info
+from .outputs import NonFiniteOutputError
 from .segmenter import Segmenter
 from .streams import open_source, stream
 
-__all__ = ["Segmenter", "ModelInfo", "ModelFileError", "read_onnx_info", "open_source", "stream"]
+__all__ = ["Segmenter", "ModelInfo", "ModelFileError", "NonFiniteOutputError", "read_onnx_info", "open_source", "stream"]

@@ -38,6 +38,9 @@ class ModelInfo:
     precision: str = "fp32"
     variant: str = ""
     companion: str | None = None  # SimCMF: the file name of the other graph of the pair
+    # GoPT: the label the graph writes where a pixel's logits are NaN / infinite (None: files
+    # that do not flag them; the runtime then fetches the logits to check them).
+    nonfinite_label: int | None = None
     versions: dict = field(default_factory=dict)
     schema: str = SCHEMA
     # Custom nodes the graph needs (runtime.plugin_ops): TensorRT plugins of namespace "gopt"
@@ -77,12 +80,15 @@ class ModelInfo:
             raise ModelFileError(f"{source}: malformed {META_KEY} metadata ({e})") from None
 
 
-def gopt_model_info(config: dict, batch: int | str, precision: str = "fp32", versions: dict | None = None) -> ModelInfo:
-    """The GoPT graph's description: rgb + aux in, logits + uint8 labels out."""
+def gopt_model_info(config: dict, batch: int | str, precision: str = "fp32", versions: dict | None = None,
+                    nonfinite_label: int | None = None) -> ModelInfo:
+    """The GoPT graph's description: rgb + aux in, logits + uint8 labels out (``nonfinite_label``
+    where the graph flags pixels with non-finite logits)."""
     H, W = config["img_size"]
     K = config["num_classes"]
     return ModelInfo(
         kind="gopt", config=dict(config), precision=precision, versions=dict(versions or {}),
+        nonfinite_label=nonfinite_label,
         variant=f"GoPT D={config['embed_dim']} depth={config['depth']} RGB-{config['modality']} K={K}",
         inputs=[TensorSpec("rgb", [batch, 3, H, W], "float32"),
                 TensorSpec("aux", [batch, config["aux_channels"], H, W], "float32")],

@@ -35,6 +35,22 @@ def _check_frame(name: str, x, channels: int | None, dtypes: tuple) -> np.ndarra
     return x
 
 
+# A normalised value this many standard deviations from the model's statistics is a frame on
+# another scale (raw counts given as float32, millimetres as metres), not a reading.
+MAX_STD = 1000.0
+SCALES = {"depth": "metres", "thermal": "0-255 (8-bit) values", "sar": "0-255 (8-bit) values",
+          "hha": "0-255 (8-bit) values"}
+
+
+def _check_range(name: str, x: np.ndarray, raw: np.ndarray, mean, std, scale: str) -> None:
+    """ValueError when normalised ``x`` lies beyond MAX_STD standard deviations (one pass)."""
+    if x.size and float(np.abs(x).max()) > MAX_STD:
+        extreme = float(raw.flat[np.abs(raw).argmax()])
+        raise ValueError(f"{name} values reach {extreme:.3g}, more than {MAX_STD:.0f} standard deviations from the "
+                         f"model's statistics (mean {list(mean)}, std {list(std)}); float32 {name} frames are "
+                         f"taken as {scale}: convert the frame to that scale")
+
+
 def _resize(x: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
     h, w = size
     if x.shape[:2] == (h, w):
@@ -77,8 +93,9 @@ def preprocess_aux(aux: np.ndarray, size, mean, std, modality: str = "thermal",
     x, holes = decode_aux(aux, modality, channels, depth_units)
     # Depth: nearest, so that holes and edges are not blended into false depths.
     interpolation = cv2.INTER_NEAREST if modality == "depth" else cv2.INTER_LINEAR
-    x = _resize(x, size, interpolation).reshape(size[0], size[1], channels)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    raw = _resize(x, size, interpolation).reshape(size[0], size[1], channels)
+    x = (raw - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    _check_range(modality, x, raw, mean, std, SCALES.get(modality, "the statistics' scale"))
     if holes is not None:
         x[_resize(holes.astype(np.uint8), size, cv2.INTER_NEAREST).astype(bool)] = 0.0
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
@@ -134,6 +151,7 @@ def preprocess_image(image: np.ndarray, channels: int, side: int, mean, std, sca
         x[..., c] = np.round((x[..., c] - lo) / max(hi - lo, 1e-12) * 255.0)
     if (image.dtype == np.uint8 or minmax_channels) and str(scale or "").startswith(("0-1", "RGB 0-1")):
         x /= 255.0
-    x = _resize(x, (side, side), cv2.INTER_LINEAR).reshape(side, side, channels)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    raw = _resize(x, (side, side), cv2.INTER_LINEAR).reshape(side, side, channels)
+    x = (raw - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    _check_range("image", x, raw, mean, std, f"{scale or 'the statistics'} scale")
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])

@@ -19,6 +19,7 @@ import numpy as np
 
 from .backend import Backend, backend_kind, open_backend
 from .metadata import ModelFileError
+from .outputs import check_finite, check_gopt_frame
 from .preprocess import check_pair, labels_to_frame, preprocess_aux, preprocess_image, preprocess_rgb
 
 
@@ -139,6 +140,8 @@ class Segmenter:
         n = len(rgbs)
         # A fixed batch, else the engine profile's maximum (TensorRT), else everything at once.
         step = fixed or getattr(self.graphs["gopt"], "max_batch", None) or n
+        # Files that do not flag non-finite logits in their labels: fetch the logits to check them.
+        fetch_logits = want_logits or self.info.nonfinite_label is None
         labels, logits = [], []
         for start in range(0, n, step):
             x, a = np.concatenate(rgbs[start:start + step]), np.concatenate(auxs[start:start + step])
@@ -146,7 +149,11 @@ class Segmenter:
             if fixed and used < fixed:  # a fixed-batch graph: pad with copies of the last frame
                 x = np.concatenate([x, np.repeat(x[-1:], fixed - used, 0)])
                 a = np.concatenate([a, np.repeat(a[-1:], fixed - used, 0)])
-            out = self.graphs["gopt"].infer({"rgb": x, "aux": a}, ["labels", "logits"] if want_logits else ["labels"])
+            out = self.graphs["gopt"].infer({"rgb": x, "aux": a}, ["labels", "logits"] if fetch_logits else ["labels"])
+            for i in range(used):
+                where = f" (frame {start + i} of the batch)" if n > 1 else ""
+                check_gopt_frame(out["labels"][i], out["logits"][i] if fetch_logits else None, self.info,
+                                 self.path.name, where)
             labels.append(out["labels"][:used])
             if want_logits:
                 logits.append(out["logits"][:used])
@@ -210,6 +217,7 @@ class Segmenter:
             x = preprocess_image(image, cfg["in_chans"], cfg["img_size"], cfg["pixel_mean"], cfg["pixel_std"],
                                  cfg.get("pixel_scale"), self.color_order, rgb_first, cfg.get("minmax_channels"))
             embedding = self.graphs["encoder"].infer({"x": x})["embeddings"]
+            check_finite(embedding, self.path.name, "image embeddings")
             self._cache = (key, embedding, image.shape[:2])
             return embedding, image.shape[:2]
 
@@ -227,6 +235,9 @@ class Segmenter:
         coords = pts * np.array([side / W, side / H], np.float32)  # stretched to the square input
         out = self.graphs["decoder"].infer({"embeddings": embedding, "point_coords": coords[None],
                                             "point_labels": lab[None]})
+        decoder = self.graphs["encoder"].info.companion or f"the decoder of {self.path.name}"
+        check_finite(out["low_res_logits"], decoder, "mask logits")
+        check_finite(out["iou"], decoder, "IoU estimates")
         logits = resize_planes(out["low_res_logits"][0], (H, W))[0]
         mask, iou = logits > 0, float(out["iou"][0, 0])
         return (mask, iou, logits) if return_logits else (mask, iou)

@@ -52,12 +52,16 @@ def gopt_backend(path_or_model, device: torch.device, kernel_backend: str = "aut
     model = model.to(device=device, dtype=dtype).eval()  # the resized position embedding moves along
     net = torch.compile(model) if compile else model
 
+    from models.gopt import labels_from_logits, nonfinite_label
+
+    flag = nonfinite_label(model.config.num_classes)
+
     def run(rgb, aux):
         logits = net(rgb.to(dtype), aux.to(dtype)).float()
-        return logits, logits.argmax(1).to(torch.uint8)
+        return logits, labels_from_logits(logits, flag)
 
     precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
-    info = gopt_model_info(model.config.to_dict(), "batch", precision, {"torch": torch.__version__})
+    info = gopt_model_info(model.config.to_dict(), "batch", precision, {"torch": torch.__version__}, flag)
     backend = TorchBackend(run, info, device)
     backend.model = model
     return backend
