@@ -8,6 +8,7 @@ import onnxruntime as ort
 
 from . import plugin_ops
 from .backend import Backend, check_feeds
+from .graph_check import check_model, ort_specs
 from .metadata import ModelFileError, info_from_metadata_map
 
 
@@ -41,6 +42,7 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:
             raise ModelFileError(f"{path}: ONNX Runtime cannot load it: {str(e).splitlines()[0][:300]}") from None
         super().__init__(info_from_metadata_map(self.session.get_modelmeta().custom_metadata_map, str(path)))
+        check_model(self.info, str(path), ort_specs(self.session.get_inputs()), ort_specs(self.session.get_outputs()))
         # What the session really runs on, not what was asked for.
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"

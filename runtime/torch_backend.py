@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .backend import Backend, check_feeds
+from .graph_check import check_model
 from .metadata import gopt_model_info, simcmf_model_infos
 
 
@@ -62,6 +63,7 @@ def gopt_backend(path_or_model, device: torch.device, kernel_backend: str = "aut
 
     precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
     info = gopt_model_info(model.config.to_dict(), "batch", precision, {"torch": torch.__version__}, flag)
+    check_model(info, source or "GoPT model")
     backend = TorchBackend(run, info, device)
     backend.model = model
     return backend
@@ -75,6 +77,8 @@ def simcmf_backends(path_or_model, device: torch.device, base=None, source: str 
              else load_simcmf(path_or_model, base=base, source=source)[0])
     model = model.to(device).eval()
     encoder, decoder = simcmf_model_infos(model.config.to_dict(), "batch", "fp32", {"torch": torch.__version__})
+    for info in (encoder, decoder):
+        check_model(info, source or "SimCMF model")
     return {"encoder": TorchBackend(lambda x: (model.encode(x),), encoder, device),
             "decoder": TorchBackend(model.decode, decoder, device)}
 

@@ -28,7 +28,8 @@ import numpy as np
 from .backend import Backend, check_feeds
 from . import plugin_ops
 from .files import file_sha256
-from .metadata import ModelFileError, ModelInfo
+from .graph_check import check_model
+from .metadata import ModelFileError, ModelInfo, TensorSpec
 
 SIDECAR_FORMAT = "mmseg-deploy-engine/1"
 TENSORRT_MISSING = "TensorRT is not installed (pip install 'tensorrt>=10,<11' on a machine with an NVIDIA GPU)"
@@ -383,26 +384,22 @@ class TensorRTBackend(Backend):
         return cuda_check(self.rt, result, what)
 
     def _match_io(self) -> None:
-        """The engine's I/O tensors are the model's, with the metadata's dtypes."""
+        """The engine's I/O tensors are the metadata's (names, ranks, fixed axes, dtypes), and
+        the metadata is consistent with its config (runtime.graph_check)."""
         trt = self.trt
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        want_in, want_out = [t.name for t in self.inputs], [t.name for t in self.outputs]
-        if sorted(inputs) != sorted(want_in) or sorted(outputs) != sorted(want_out):
-            raise ModelFileError(f"{self.path}: the engine's inputs {inputs} / outputs {outputs} are not the "
-                                 f"metadata's {want_in} / {want_out}")
-        for spec in (*self.inputs, *self.outputs):
-            trt_dtype = self.engine.get_tensor_dtype(spec.name)
+        specs = {True: [], False: []}
+        for name in names:
+            trt_dtype = self.engine.get_tensor_dtype(name)
             try:
-                dtype = np.dtype(trt.nptype(trt_dtype))
+                dtype = np.dtype(trt.nptype(trt_dtype)).name
             except TypeError:
-                raise ModelFileError(f"{self.path}: tensor {spec.name!r} is {trt_dtype}, "
-                                     "which has no numpy type") from None
-            if dtype != np.dtype(spec.dtype):
-                raise ModelFileError(f"{self.path}: tensor {spec.name!r} is {dtype} in the engine, "
-                                     f"{spec.dtype} in its metadata")
-            self.buffers[spec.name] = IOBuffer(self.rt, spec.name, dtype)
+                raise ModelFileError(f"{self.path}: tensor {name!r} is {trt_dtype}, which has no numpy type") from None
+            shape = list(self.engine.get_tensor_shape(name))  # -1: a dynamic axis
+            specs[self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT].append(TensorSpec(name, shape, dtype))
+        check_model(self.info, str(self.path), specs[True], specs[False])
+        for spec in (*self.inputs, *self.outputs):
+            self.buffers[spec.name] = IOBuffer(self.rt, spec.name, np.dtype(spec.dtype))
 
     # ---- inference ------------------------------------------------------------------------------
 
