@@ -101,8 +101,19 @@ def preprocess_aux(aux: np.ndarray, size, mean, std, modality: str = "thermal",
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
+def _check_rank(name: str, x, ranks: tuple, want: str) -> None:
+    if not isinstance(x, np.ndarray):
+        got = f"a numpy {x.dtype} scalar" if isinstance(x, np.generic) else type(x).__name__
+        raise ValueError(f"{name} must be a numpy array, got {got}")
+    if x.ndim not in ranks:
+        raise ValueError(f"{name} must be {want}, got a {x.ndim}-d array of shape {x.shape}")
+
+
 def check_pair(rgb: np.ndarray, aux: np.ndarray) -> None:
-    if isinstance(rgb, np.ndarray) and isinstance(aux, np.ndarray) and rgb.shape[:2] != aux.shape[:2]:
+    """Type and rank of both frames first, then equal sizes (one-line ValueErrors)."""
+    _check_rank("rgb", rgb, (3,), "an H x W x 3 image")
+    _check_rank("aux", aux, (2, 3), "an H x W or H x W x C image")
+    if rgb.shape[:2] != aux.shape[:2]:
         raise ValueError(f"rgb and aux frames must have the same size, got rgb {rgb.shape[1]}x{rgb.shape[0]} "
                          f"and aux {aux.shape[1]}x{aux.shape[0]} (W x H); pass resize_aux=True if they "
                          "cover the same field of view")

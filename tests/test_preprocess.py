@@ -80,3 +80,20 @@ def test_simcmf_image_minmax_and_channel_order():
     np.testing.assert_allclose(x[0, 2], 10 / 255, rtol=1e-6)
     assert x[0, 3].min() == 0 and x[0, 3].max() == 1  # thermal stretched per image
     np.testing.assert_allclose(x[0, 3], np.round((img[..., 3] - 50) / 15 * 255) / 255, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rgb, aux, message", [
+    (np.array(3, np.uint8), np.zeros((4, 4), np.uint8), r"rgb must be an H x W x 3 image, got a 0-d array of shape \(\)"),
+    (np.uint8(3), np.zeros((4, 4), np.uint8), r"rgb must be a numpy array, got a numpy uint8 scalar"),
+    (np.zeros(12, np.uint8), np.zeros((4, 4), np.uint8), r"rgb must be an H x W x 3 image, got a 1-d array"),
+    (np.zeros((1, 4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8),
+     r"rgb must be an H x W x 3 image, got a 4-d array of shape \(1, 4, 4, 3\)"),
+    (np.zeros((4, 4, 3), np.uint8), np.array(1, np.float32), r"aux must be an H x W or H x W x C image, got a 0-d"),
+    (np.zeros((4, 4, 3), np.uint8), np.zeros(4, np.uint8), r"aux must be an H x W or H x W x C image, got a 1-d"),
+    (np.zeros((4, 4, 3), np.uint8), np.zeros((1, 4, 4, 1), np.uint8), r"aux must be .* got a 4-d array"),
+    (np.zeros((4, 4, 3), np.uint8), [[1, 2], [3, 4]], "aux must be a numpy array, got list"),
+])
+def test_check_pair_checks_type_and_rank_first(rgb, aux, message):
+    with pytest.raises(ValueError, match=message) as e:
+        check_pair(rgb, aux)
+    assert "\n" not in str(e.value)

@@ -99,6 +99,9 @@ def test_rgb_colour_order_option(models_dir, frames):
     (lambda rgb, t: (rgb, np.full(t.shape, np.nan, np.float32)), "NaN"),
     (lambda rgb, t: (rgb, np.stack([t, t], -1)), "thermal must be H x W"),
     (lambda rgb, t: (rgb, None), "GoPT takes run"),
+    (lambda rgb, t: (np.asarray(rgb[0, 0, 0]), t), "rgb must be an H x W x 3 image, got a 0-d array"),
+    (lambda rgb, t: (rgb, t[0]), "aux must be an H x W or H x W x C image, got a 1-d array"),
+    (lambda rgb, t: (rgb[None], t), r"rgb must be an H x W x 3 image, got a 4-d array of shape \(1, 480, 640, 3\)"),
 ])
 def test_bad_frames_give_one_line_errors(models_dir, frames, make, message):
     seg = Segmenter(models_dir / "fixed.onnx")
