@@ -21,6 +21,7 @@ import numpy as np
 
 from models.demo_checkpoint import DEFAULT_PATH, UNTRAINED_NOTE, main as write_demo_checkpoint
 from runtime import Segmenter
+from runtime.files import write_image_atomic
 from runtime.preprocess import colorize, overlay
 
 SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "samples", "mfnet_01234N.png")
@@ -84,9 +85,8 @@ def main(argv=None) -> int:
 
     print("\n== 4. pictures")
     labels = results["onnxruntime"]
-    os.makedirs(args.out, exist_ok=True)
-    cv2.imwrite(os.path.join(args.out, "labels.png"), colorize(labels, cfg["num_classes"]))
-    cv2.imwrite(os.path.join(args.out, "overlay.png"), overlay(bgr, labels, cfg["num_classes"]))
+    write_image_atomic(os.path.join(args.out, "labels.png"), colorize(labels, cfg["num_classes"]))
+    write_image_atomic(os.path.join(args.out, "overlay.png"), overlay(bgr, labels, cfg["num_classes"]))
     counts = np.bincount(labels.ravel(), minlength=cfg["num_classes"])
     names = cfg.get("class_names") or [str(i) for i in range(cfg["num_classes"])]
     print("class pixels: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts) if c))

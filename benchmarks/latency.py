@@ -42,6 +42,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from runtime.files import write_figure_atomic, write_text_atomic  # noqa: E402  (after the path insert)
+
 BACKENDS = ("torch", "triton", "compile", "onnxruntime", "tensorrt")
 MODES = ("end-to-end", "compute-only")
 SAMPLES = ROOT / "data" / "samples"
@@ -708,7 +710,7 @@ def plot(result, path) -> None:
     env = result["environment"]
     fig.suptitle(f"{env.get('gpu') or env['cpu']}  {env['date']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure_atomic(path, fig, dpi=110)
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -768,8 +770,7 @@ def main(argv=None) -> int:
     if args.markdown:
         print("\n" + markdown(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1, default=_json_default))
+        write_text_atomic(args.json, json.dumps(result, indent=1, default=_json_default))
         print(f"wrote {args.json}")
     if args.plot:
         plot(result, args.plot)

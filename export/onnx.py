@@ -13,6 +13,11 @@ node (``GoptGroupMerge`` / ``GoptPromptInject``, run by the TensorRT plugins of
 ``libgopt_trt_plugins.so``; ONNX Runtime checks them with onnxruntime-extensions ops).
 Everything a runtime needs travels in the files' metadata. Exit status: 0 exported and
 within tolerance, 1 beyond tolerance, 2 bad arguments or checkpoint.
+
+Until the check passes, a file lives as ``OUT.unverified.onnx``; it is renamed to
+``OUT.onnx`` only when ONNX Runtime agrees with PyTorch within tolerance. A failed or
+interrupted check leaves ``OUT.unverified.onnx``. ``--no-check`` writes ``OUT.onnx``
+directly and says that it is unchecked.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import onnx
 import torch
 from torch import nn
 
+from runtime.files import atomic_path, promote, unverified_path
 from runtime.metadata import ModelFileError, ModelInfo, TensorSpec, gopt_model_info
 from . import graph, parity
 from .progress import Progress
@@ -99,7 +105,8 @@ def finish(model: onnx.ModelProto, info: ModelInfo, path: Path, fp16: bool) -> o
     if problems:
         print("warning: TensorRT 10 would reject this graph: " + "; ".join(problems), file=sys.stderr)
     graph.set_metadata(model, info)
-    onnx.save(model, str(path))
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
     return model
 
 
@@ -283,19 +290,21 @@ def run(args) -> int:
         try:
             if args.img_size:
                 model.set_img_size(args.img_size)
-            out = Path(args.output) if args.output else default_output(args.checkpoint, args.fp16)
+            final = Path(args.output) if args.output else default_output(args.checkpoint, args.fp16)
+            out = final if args.no_check else unverified_path(final)
             info = export_gopt(model, out, batch, args.opset, args.fp16, progress, args.fused_kernels)
         except ValueError as e:
             print(f"\nerror: {e}", file=sys.stderr)
             return 2
         report(info, out)
+        finals, written = [final], [out]
         if args.no_check:
-            return 0
+            return unchecked(finals)
         try:
             results = check_gopt(model, out, info, check_batch, progress)
         except ModelFileError as e:
             print(f"\nerror: {e}", file=sys.stderr)
-            return 1
+            return not_promoted(written, finals)
     else:
         from .simcmf_onnx import check_simcmf, export_simcmf
 
@@ -310,11 +319,14 @@ def run(args) -> int:
         stem = Path(args.output).with_suffix("") if args.output else Path(args.checkpoint).with_suffix("")
         if str(stem).endswith((".encoder", ".decoder")):
             stem = Path(str(stem).rsplit(".", 1)[0])
-        infos, paths = export_simcmf(model, stem, batch, args.opset, args.fp16, progress)
+        infos, paths = export_simcmf(model, stem, batch, args.opset, args.fp16, progress,
+                                     unverified=not args.no_check)
         for info, path in zip(infos, paths):
             report(info, path)
+        finals = [Path(f"{stem}.encoder.onnx"), Path(f"{stem}.decoder.onnx")]
+        written = list(paths)
         if args.no_check:
-            return 0
+            return unchecked(finals)
         results = check_simcmf(model, paths, check_batch, progress)
     print()
     for r in results:
@@ -323,8 +335,22 @@ def run(args) -> int:
             print(f"         {r.note}")
     if all(tol.passes(r) for r in results):
         print(f"within tolerance ({'fp16: label agreement >= 99.5%' if args.fp16 else 'fp32: max-abs <= 1e-4'})")
+        for path, final in zip(written, finals):
+            promote(path, final)
+        print("checked: " + ", ".join(str(f) for f in finals))
         return 0
     print("beyond tolerance: do not deploy this export", file=sys.stderr)
+    return not_promoted(written, finals)
+
+
+def unchecked(finals) -> int:
+    print(f"unchecked (--no-check): {', '.join(str(f) for f in finals)} not compared with PyTorch")
+    return 0
+
+
+def not_promoted(written, finals) -> int:
+    print(f"kept as {', '.join(str(w) for w in written)} (failed its check; "
+          f"{', '.join(str(f) for f in finals)} not written)", file=sys.stderr)
     return 1
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from runtime.files import unverified_path
 from runtime.metadata import simcmf_model_infos
 from . import parity
 from .onnx import SAMPLES, export_graph, finish, ort_session, versions
@@ -53,14 +54,17 @@ def example_inputs(cfg, batch: int, seed: int, num_points: int = 2):
 
 
 def export_simcmf(model, stem: Path, batch: int | str = 1, opset: int = 18, fp16: bool = False,
-                  progress: Progress | None = None):
-    """Write ``stem.encoder.onnx`` and ``stem.decoder.onnx``; returns (infos, paths)."""
+                  progress: Progress | None = None, unverified: bool = False):
+    """Write ``stem.encoder.onnx`` and ``stem.decoder.onnx`` (with ``unverified``: under their
+    ``unverified_path`` names, still naming each other by the final names); returns (infos, paths)."""
     progress = progress or Progress(2)
     folded = copy.deepcopy(model).eval().float().fold_lora()
     cfg = folded.config
     enc_path, dec_path = Path(f"{stem}.encoder.onnx"), Path(f"{stem}.decoder.onnx")
     enc_info, dec_info = simcmf_model_infos(cfg.to_dict(), batch, "fp16" if fp16 else "fp32", versions(),
                                             enc_path.name, dec_path.name)
+    if unverified:
+        enc_path, dec_path = unverified_path(enc_path), unverified_path(dec_path)
     example_batch = 2 if isinstance(batch, str) else batch
     x, coords, labels = example_inputs(cfg, example_batch, seed=0)
     with progress(f"exporting the SimCMF encoder ({cfg.img_size}x{cfg.img_size}, C={cfg.in_chans}) to {enc_path}"):

@@ -39,7 +39,7 @@ import onnx
 
 from .progress import Progress
 from runtime import plugin_ops
-from runtime.files import file_sha256
+from runtime.files import file_sha256, write_bytes_atomic
 from runtime.metadata import ModelFileError, ModelInfo, info_from_metadata_map
 from runtime.trt_backend import (BackendUnavailable, EngineSidecar, capability_string, cuda_device, import_cudart,
                                  import_tensorrt, sidecar_path, write_sidecar)
@@ -467,11 +467,11 @@ def build(plan: BuildPlan, progress: Progress) -> int:
         data = bytes(serialized)
         del serialized
         if plan.timing_cache is not None:
-            write_atomically(plan.timing_cache, bytes(config.get_timing_cache().serialize()))
+            write_bytes_atomic(plan.timing_cache, bytes(config.get_timing_cache().serialize()))
         settings = builder_settings(plan, pinned, cache_used, build_seconds)
         sidecar = sidecar_for(plan, trt.__version__, gpu, capability, data, settings)
         sidecar_path(plan.engine).unlink(missing_ok=True)  # never an old JSON beside a new engine
-        write_atomically(plan.engine, data)
+        write_bytes_atomic(plan.engine, data)
         write_sidecar(plan.engine, sidecar)
     print(f"wrote {plan.engine} ({len(data) / 2**20:.1f} MiB, {plan.precision}, TensorRT {trt.__version__}, "
           f"compute capability {cc}, profile {describe_profiles(plan.profiles)})")
@@ -509,12 +509,6 @@ def describe_profiles(profiles: dict[str, tuple]) -> str:
     if not dynamic:
         return "fixed shapes"
     return "; ".join(f"{name} {list(lo)}..{list(hi)} (opt {list(opt)})" for name, (lo, opt, hi) in dynamic.items())
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def run(argv=None) -> int:

@@ -12,6 +12,8 @@ import re
 
 import torch
 
+from runtime.files import atomic_path
+
 from .gopt import GoPT, GoPTConfig
 
 FORMAT = "gopt/1"
@@ -117,4 +119,5 @@ def save_gopt(model: GoPT, path, prompts_only: bool = False) -> None:
     """Write ``model`` as ``gopt/1``; ``prompts_only`` leaves the frozen backbone out."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
              if not (prompts_only and k.startswith("backbone."))}
-    torch.save({"format": FORMAT, "config": model.config.to_dict(), "state_dict": state}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "config": model.config.to_dict(), "state_dict": state}, tmp)

@@ -18,6 +18,8 @@ import argparse
 
 import torch
 
+from runtime.files import atomic_path
+
 from .checkpoint import CheckpointError, read_torch_file, state_dict_problems
 from .simcmf import MODALITIES, SAM_VIT_B, SimCMF, SimCMFConfig
 
@@ -253,8 +255,9 @@ def save_simcmf(model: SimCMF, path, epoch: int = 0, best_iou: float = 0.0, **ex
     """Write ``model`` as a SimCMF training checkpoint (trained tensors only; SAM is the base)."""
     names = set(trained_parameter_names(model))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in names}
-    torch.save({"epoch": epoch, "model": NET_NAMES[model.config.tuning], "state_dict": state,
-                "best_iou": best_iou, **extra}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"epoch": epoch, "model": NET_NAMES[model.config.tuning], "state_dict": state,
+                    "best_iou": best_iou, **extra}, tmp)
 
 
 def sam_state_dict(model: SimCMF) -> dict:
@@ -263,7 +266,8 @@ def sam_state_dict(model: SimCMF) -> dict:
 
 
 def save_sam_base(model: SimCMF, path) -> None:
-    torch.save(sam_state_dict(model), path)
+    with atomic_path(path) as tmp:
+        torch.save(sam_state_dict(model), tmp)
 
 
 def main(argv=None) -> None:

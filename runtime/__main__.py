@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import signal
 import sys
 import threading
 import time
 
 import cv2
 
+from .files import write_image_atomic
 from .preprocess import overlay
 from .segmenter import Segmenter
 from .streams import STAGES, open_source, stream, timing_summary
@@ -110,9 +112,7 @@ class OutputWriter:
     def _write(self, name, rgb, labels) -> None:
         png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
         for suffix, image in (("overlay", overlay(rgb, labels, self.num_classes)), ("labels", labels)):
-            path = os.path.join(self.folder, f"{name}_{suffix}.png")
-            if not cv2.imwrite(path, image, png):
-                raise ValueError(f"{path}: cannot be written")
+            write_image_atomic(os.path.join(self.folder, f"{name}_{suffix}.png"), image, png)
             self.written += 1
 
     def close(self) -> None:
@@ -163,8 +163,8 @@ def run(args) -> int:
                 print(frame_line(r), flush=True)
             if args.max_frames and len(timings) >= args.max_frames:
                 break
-    except KeyboardInterrupt:
-        code = 130
+    except KeyboardInterrupt as e:
+        code = getattr(e, "exit_code", 130)
     except BaseException:
         if bag_out:
             bag_out.abort()
@@ -187,10 +187,24 @@ def run(args) -> int:
     return code
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a stream ends as on Ctrl-C (exit 143)."""
+
+    exit_code = 143
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return run(args)
+    except KeyboardInterrupt as e:  # before the stream started: nothing to summarise
+        return getattr(e, "exit_code", 130)
     except (ValueError, OSError) as e:  # bad paths, frames, models, outputs: one line, no traceback
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

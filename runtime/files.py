@@ -9,6 +9,10 @@ name only once it is complete and flushed. A process killed half-way leaves at m
         cv2.imwrite(str(tmp), labels)
     write_bytes_atomic("model.engine", blob)
     write_text_atomic("report.json", json.dumps(result))
+
+Files that must pass a check before they are used (exported models) are written under
+``unverified_path(final)`` (``NAME.unverified.onnx``) and moved to the final name by
+``promote`` only once the check has passed.
 """
 from __future__ import annotations
 
@@ -122,3 +126,22 @@ def atomic_dir(path):
         _fsync_dir(folder)
     finally:
         shutil.rmtree(outer, ignore_errors=True)
+
+
+def write_figure_atomic(path, figure, **savefig_kwargs) -> None:
+    """``matplotlib`` ``Figure.savefig`` through a temporary file (format from ``path``'s suffix)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=path.suffix.lstrip(".") or None, **savefig_kwargs)
+
+
+def unverified_path(path) -> Path:
+    """``NAME.unverified.EXT`` beside ``NAME.EXT``: where a file waits until its check passes."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.unverified{path.suffix}")
+
+
+def promote(unverified, final) -> None:
+    """Move a checked file from its ``unverified_path`` to its final name (one rename)."""
+    os.replace(unverified, final)
+    _fsync_dir(Path(final).parent if str(Path(final).parent) else Path("."))

@@ -27,7 +27,7 @@ import numpy as np
 
 from .backend import Backend, check_feeds
 from . import plugin_ops
-from .files import file_sha256
+from .files import file_sha256, write_text_atomic
 from .graph_check import check_model
 from .metadata import ModelFileError, ModelInfo, TensorSpec
 
@@ -117,9 +117,7 @@ def sidecar_path(engine) -> Path:
 
 def write_sidecar(engine, sidecar: EngineSidecar) -> Path:
     path = sidecar_path(engine)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(sidecar.to_json() + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, sidecar.to_json() + "\n")
     return path
 
 
