@@ -2,6 +2,7 @@
 
     python -m runtime MODEL --rgb A [--aux B] [--out DIR] [--max-frames N] [--drop-stale]
                       [--device cpu|cuda] [--color-order bgr|rgb] [--resize-aux] [--quiet]
+                      [--on-error skip|stop]
     python -m runtime MODEL --bag IN --rgb-topic T --aux-topic T [--max-skew-ms 20]
                       [--out-bag OUT [--storage mcap|sqlite3] [--topic-prefix gopt] [--copy-inputs]]
 
@@ -11,7 +12,14 @@ writes NAME_overlay.png (labels over the colour frame) and NAME_labels.png (the 
 one class index per pixel) per frame. A ROS bag (rosbag2 folder, .db3, .mcap or ROS 1
 .bag) is read with --bag and its two image topics, paired by header stamp (runtime/bags.py);
 --out-bag writes the masks as a new rosbag2. Prints a line per frame and a summary: frames, fps,
-mean / p50 / p90 milliseconds per stage, dropped and skipped frames.
+mean / p50 / p90 milliseconds per stage, dropped stale frames, and every frame that was
+not segmented (failed, or without a partner) with the reason.
+
+A frame that cannot be read or segmented is skipped with one line saying which and why
+(--on-error stop: the run stops there instead). Exit status: 0 every frame segmented;
+1 some frames failed; 2 bad arguments, inputs, model or output folder (one line);
+130 interrupted (Ctrl-C); 143 terminated (SIGTERM). The summary is printed in every case
+but 2.
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ import cv2
 from .files import write_image_atomic
 from .preprocess import overlay
 from .segmenter import Segmenter
-from .streams import STAGES, open_source, stream, timing_summary
+from .streams import STAGES, check_inputs_exist, open_source, stream, timing_summary
 
 UNTRAINED = "note: this model is marked untrained (seeded random weights); its labels mean nothing"
 
@@ -47,8 +55,8 @@ def parse_args(argv=None):
     ap.add_argument("--color-order", choices=("bgr", "rgb"), default="bgr",
                     help="channel order of the decoded colour frames (OpenCV decodes to bgr)")
     ap.add_argument("--resize-aux", action="store_true", help="accept aux frames of another size (same field of view)")
-    ap.add_argument("--depth-units", type=float, default=0.001,
-                    help="metres per count of 16-bit depth images (default 0.001: millimetres)")
+    ap.add_argument("--depth-units", type=float,
+                    help="depth models: metres per count of 16-bit depth images (default 0.001: millimetres)")
     ap.add_argument("--match", choices=("name", "timestamp"), default="name", help="how two folders are paired")
     ap.add_argument("--max-skew-ms", type=float,
                     help="--match timestamp or --bag: largest rgb / aux stamp gap (default 50 for folders, 20 for bags)")
@@ -64,6 +72,8 @@ def parse_args(argv=None):
     bag.add_argument("--topic-prefix", default="gopt",
                      help="--out-bag: masks go to /PREFIX/raw_segmentation_mask and /PREFIX/colored_segmentation_mask")
     bag.add_argument("--copy-inputs", action="store_true", help="--out-bag: copy the two input topics into it")
+    ap.add_argument("--on-error", choices=("skip", "stop"), default="skip",
+                    help="a frame that cannot be read or segmented: skip it and go on (default), or stop")
     return ap.parse_args(argv)
 
 
@@ -73,15 +83,23 @@ def frame_line(r) -> str:
             f"{t['preprocess']:.1f} ms, infer {t['infer']:.1f} ms, latency {t['latency']:.1f} ms")
 
 
-def summary_lines(timings, seconds: float, dropped: int, skipped: int) -> list[str]:
+def summary_lines(timings, seconds: float, dropped: int, failed=(), unmatched=()) -> list[str]:
     n = len(timings)
     fps = n / seconds if seconds > 0 else 0.0
-    lines = [f"frames {n}, {fps:.2f} fps ({seconds:.2f} s), dropped {dropped} stale, skipped {skipped} unmatched"]
+    not_paired = sum(u.count for u in unmatched)
+    lines = [f"frames {n}, {fps:.2f} fps ({seconds:.2f} s), dropped {dropped} stale, failed {len(failed)}, "
+             f"unmatched {not_paired}"]
     stats = timing_summary(timings)
     if stats:
         lines.append(f"{'ms':<12}{'mean':>9}{'p50':>9}{'p90':>9}")
         lines += [f"{s:<12}{stats[s]['mean']:>9.1f}{stats[s]['p50']:>9.1f}{stats[s]['p90']:>9.1f}"
                   for s in STAGES if s in stats]
+    if failed:
+        lines.append(f"failed frames ({len(failed)}):")
+        lines += [f"  {f.line()}" for f in failed]
+    if unmatched:
+        lines.append(f"frames without a partner ({not_paired}):")
+        lines += [f"  {u.line()}" for u in unmatched]
     return lines
 
 
@@ -129,7 +147,13 @@ def open_bag_writer(args, num_classes: int):
     return BagWriter(args.out_bag, num_classes, args.storage, args.topic_prefix, **copy)
 
 
-def run(args) -> int:
+def print_skip(failure) -> None:
+    print(failure.line(), file=sys.stderr, flush=True)
+
+
+def open_model(args) -> Segmenter:
+    """Inputs first (a missing file costs no model load), then the model, then the options
+    that depend on its kind."""
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     if (args.bag is None) == (args.rgb is None):
@@ -138,8 +162,17 @@ def run(args) -> int:
         raise ValueError("--out-bag writes masks for a --bag input; use --out for other sources")
     if args.out_bag and os.path.exists(args.out_bag):
         raise FileExistsError(f"{args.out_bag}: exists already; remove it or choose another --out-bag")
+    check_inputs_exist(args.rgb, args.aux)
     seg = Segmenter(args.model, device=args.device, color_order=args.color_order, resize_aux=args.resize_aux,
-                    depth_units=args.depth_units)
+                    depth_units=args.depth_units or 0.001)
+    modality = seg.config.get("modality")
+    if args.depth_units is not None and modality != "depth":
+        raise ValueError(f"--depth-units is for depth models; {args.model} takes {modality} frames")
+    return seg
+
+
+def run(args) -> int:
+    seg = open_model(args)
     cfg = seg.config
     source = open_source(args.rgb, args.aux, cfg.get("modality", "thermal"), args.resize_aux, args.match,
                          args.max_skew_ms, args.time_unit, args.bag, args.rgb_topic, args.aux_topic)
@@ -148,13 +181,12 @@ def run(args) -> int:
         print(UNTRAINED)
     writer = OutputWriter(args.out, cfg["num_classes"]) if args.out else None
     bag_out = open_bag_writer(args, cfg["num_classes"]) if args.out_bag else None
-    timings, dropped, code = [], 0, 0
+    timings, code = [], 0
     start = time.perf_counter()
-    frames = stream(seg, source, args.queue_size, args.drop_stale)
+    frames = stream(seg, source, args.queue_size, args.drop_stale, on_error=args.on_error, on_skip=print_skip)
     try:
         for r in frames:
             timings.append(r.timing)
-            dropped = r.dropped
             if writer:
                 writer.put(r)
             if bag_out:
@@ -176,7 +208,7 @@ def run(args) -> int:
     if bag_out:
         bag_out.close()  # the frames done so far, also after Ctrl-C: a complete bag
     seconds = time.perf_counter() - start
-    print("\n".join(summary_lines(timings, seconds, dropped, source.skipped)))
+    print("\n".join(summary_lines(timings, seconds, frames.dropped, frames.failed, frames.unmatched)))
     if hasattr(source, "unmatched_lines"):
         lines = source.unmatched_lines()
         print(f"unmatched {len(lines)} messages" + "".join(f"\n  {line}" for line in lines))
@@ -184,7 +216,7 @@ def run(args) -> int:
         print(f"wrote {writer.written} images to {args.out}")
     if bag_out:
         print(f"wrote {bag_out.written} frames to {args.out_bag} ({args.storage})")
-    return code
+    return code or (1 if frames.failed else 0)
 
 
 class Terminated(KeyboardInterrupt):

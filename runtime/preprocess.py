@@ -119,6 +119,25 @@ def check_pair(rgb: np.ndarray, aux: np.ndarray) -> None:
                          "cover the same field of view")
 
 
+def check_sensor_kinds(rgb, aux, modality: str, aux_channels: int) -> None:
+    """Frames that are the wrong sensor's, with the likely cause: a grey picture given as the
+    colour frame, a colour picture as a one-channel sensor (rgb and aux swapped), a 16-bit
+    depth image given to a thermal model. Shared by ``Segmenter`` and the frame sources."""
+    if isinstance(rgb, np.ndarray) and (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 1)):
+        raise ValueError(f"rgb is a one-channel (grey) image of shape {rgb.shape}; expected an H x W x 3 colour "
+                         "frame (are rgb and aux swapped?)")
+    if not isinstance(aux, np.ndarray) or aux.ndim < 2:
+        return
+    if aux_channels == 1 and aux.ndim == 3 and aux.shape[2] in (3, 4):
+        raise ValueError(f"{modality} is a {aux.shape[2]}-channel colour image of shape {aux.shape}; expected "
+                         f"H x W {modality} values (are rgb and aux swapped?)")
+    if modality == "thermal" and aux.dtype == np.uint16 and aux.size:
+        holes = float((aux == 0).mean())
+        if holes > 0.01:
+            raise ValueError(f"thermal is uint16 with {100 * holes:.1f}% zero pixels: that is a 16-bit depth image "
+                             "(0 = no reading), not thermal; this model takes thermal frames")
+
+
 def labels_to_frame(labels: np.ndarray, size) -> np.ndarray:
     """[h, w] label map -> [H, W] uint8 at the frame's size (nearest neighbour)."""
     return _resize(labels.astype(np.uint8), size, cv2.INTER_NEAREST)

@@ -20,7 +20,7 @@ import numpy as np
 from .backend import Backend, backend_kind, open_backend
 from .metadata import ModelFileError
 from .outputs import check_finite, check_gopt_frame
-from .preprocess import check_pair, labels_to_frame, preprocess_aux, preprocess_image, preprocess_rgb
+from .preprocess import check_pair, check_sensor_kinds, labels_to_frame, preprocess_aux, preprocess_image, preprocess_rgb
 
 
 def open_graphs(path, device=None, providers=None, **options) -> dict[str, Backend]:
@@ -129,6 +129,7 @@ class Segmenter:
 
     def _gopt_feeds(self, rgb, aux, color_order):
         cfg = self.config
+        check_sensor_kinds(rgb, aux, cfg["modality"], len(cfg["aux_mean"]))  # the likely cause first
         if not self.resize_aux:
             check_pair(rgb, aux)
         x = preprocess_rgb(rgb, cfg["img_size"], cfg["rgb_mean"], cfg["rgb_std"], color_order or self.color_order)

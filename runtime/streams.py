@@ -5,8 +5,11 @@
 
     seg = Segmenter("gopt_rgbt.onnx")
     source = open_source("rgb.avi", "thermal.avi")          # or folders, an MFNet PNG, camera indices
-    for r in stream(seg, source, drop_stale=True):
-        print(r.frame.index, r.labels.shape, r.timing["latency"])
+    frames = stream(seg, source, drop_stale=True)            # on_error="skip" (default) or "stop"
+    for r in frames:
+        print(r.frame.index, r.frame.sources, r.labels.shape, r.timing["latency"])
+    frames.failed       # [FrameFailure(index, name, sources, reason)]: frames that could not be segmented
+    frames.unmatched    # [Unmatched(name, reason, count)]: frames the source could not pair
 
 Sources yield ``FramePair``s and have ``close()``:
 
@@ -22,6 +25,11 @@ in inference, through a bounded queue. With ``drop_stale`` a slow consumer gets 
 frames: older queued frames are discarded and counted. Every result carries its timing in
 milliseconds: decode, preprocess, infer (inference + postprocessing) and latency (from the
 start of decoding, or from capture for cameras, to the label map).
+
+A bad frame (unreadable, empty, not an image, an aux of another size, a failed
+inference) is skipped and recorded in ``failed`` by default (``on_error="skip"``);
+``on_error="stop"`` raises it instead. Frames a source could not pair (a file without a
+partner, the longer video's tail) are recorded in the source's ``unmatched``.
 """
 from __future__ import annotations
 
@@ -52,6 +60,33 @@ class FramePair:
     rgb: np.ndarray  # H x W x 3 uint8, as decoded (BGR for OpenCV decoders)
     aux: np.ndarray  # H x W (thermal, depth, SAR) or H x W x 3 (HHA), the sensor's own dtype
     captured: float | None = None  # time.perf_counter() at capture, for live sources
+    sources: tuple = ()  # where the frame came from: file names, "video.avi#12", "camera 0#12"
+
+
+@dataclass
+class FrameFailure:
+    """A frame that could not be segmented, and why (one line)."""
+
+    index: int
+    name: str
+    sources: tuple
+    reason: str
+
+    def line(self) -> str:
+        where = ", ".join(self.sources) or self.name
+        return f"skipped frame {self.index} ({where}): {self.reason}"
+
+
+@dataclass
+class Unmatched:
+    """Frames a source could not pair (``count`` > 1: a run of video frames)."""
+
+    name: str
+    reason: str
+    count: int = 1
+
+    def line(self) -> str:
+        return f"not processed: {self.name}: {self.reason}"
 
 
 @dataclass
@@ -71,12 +106,38 @@ def _aux_channels(modality: str) -> int:
     return AUX_CHANNELS[modality]
 
 
+def one_line(e: BaseException) -> str:
+    """An error as one line: the project's own messages as they are, others with their type."""
+    text = " ".join(str(e).split())
+    if isinstance(e, (ValueError, OSError)):
+        return text
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _grey(img: np.ndarray) -> bool:
+    """A 3- or 4-channel decode of a grey picture: its colour channels agree (up to codec noise)."""
+    c = img[..., :3].astype(np.int16)
+    spread = np.maximum(np.abs(c[..., 0] - c[..., 1]), np.abs(c[..., 1] - c[..., 2]))
+    return float(spread.mean()) <= 4.0
+
+
+def to_rgb(rgb: np.ndarray) -> np.ndarray:
+    """A decoded colour frame without its alpha channel. A grey (one-channel) picture stays
+    as it is, so that Segmenter's checks refuse it as they refuse it from the Python API."""
+    if rgb.ndim == 3 and rgb.shape[2] == 1:
+        return rgb[..., 0]
+    if rgb.ndim == 3 and rgb.shape[2] == 4:
+        return np.ascontiguousarray(rgb[..., :3])
+    return rgb
+
+
 def to_aux(aux: np.ndarray, channels: int) -> np.ndarray:
     """A decoded auxiliary frame with the channels the model takes: a 3-channel (BGR) decode
-    of a grey sensor becomes one grey channel; an alpha channel is dropped."""
+    of a grey sensor becomes one grey channel; an alpha channel is dropped. A colour picture
+    given for a one-channel sensor stays in colour, for Segmenter's checks to refuse."""
     if aux.ndim == 3 and aux.shape[2] == 1:
         aux = aux[..., 0]
-    if aux.ndim == 3 and channels == 1 and aux.shape[2] in (3, 4):
+    if aux.ndim == 3 and channels == 1 and aux.shape[2] in (3, 4) and _grey(aux):
         return cv2.cvtColor(aux, cv2.COLOR_BGR2GRAY if aux.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
     if aux.ndim == 3 and channels == 3 and aux.shape[2] == 4:
         return np.ascontiguousarray(aux[..., :3])
@@ -93,8 +154,16 @@ def check_sizes(name: str, rgb: np.ndarray, aux: np.ndarray, resize_aux: bool) -
 def _exists(path) -> Path:
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"{path}: no such file or folder")
+        raise FileNotFoundError(f"{path}: no such file or folder")
     return path
+
+
+def check_inputs_exist(rgb, aux=None) -> None:
+    """FileNotFoundError for an rgb / aux path that does not exist (camera indices pass):
+    checked before a model is loaded."""
+    for x in (rgb, aux):
+        if x is not None and _camera_index(x) is None:
+            _exists(x)
 
 
 def _natural_key(path: Path):
@@ -137,13 +206,13 @@ class ImagePair:
     def __init__(self, rgb_path, aux_path, modality: str = "thermal", resize_aux: bool = False):
         self.rgb_path, self.aux_path = _exists(rgb_path), _exists(aux_path)
         self.channels, self.resize_aux = _aux_channels(modality), resize_aux
-        self.skipped = 0
+        self.skipped, self.unmatched = 0, []
 
     def __iter__(self) -> Iterator[FramePair]:
-        rgb = read_image(self.rgb_path, cv2.IMREAD_COLOR)
+        rgb = to_rgb(read_image(self.rgb_path, cv2.IMREAD_ANYCOLOR))
         aux = to_aux(read_image(self.aux_path, cv2.IMREAD_UNCHANGED), self.channels)
         check_sizes(self.rgb_path.name, rgb, aux, self.resize_aux)
-        yield FramePair(0, self.rgb_path.stem, None, rgb, aux)
+        yield FramePair(0, self.rgb_path.stem, None, rgb, aux, sources=(self.rgb_path.name, self.aux_path.name))
 
     def close(self) -> None:
         pass
@@ -152,7 +221,9 @@ class ImagePair:
 class FolderPair:
     """Two image folders, paired by file stem (``match="name"``) or by the timestamp in the
     file names (``match="timestamp"``: the nearest auxiliary frame within ``max_skew_ms``).
-    RGB frames without a partner are skipped and counted in ``skipped``."""
+    RGB frames without a partner are counted in ``skipped``; they and the auxiliary frames
+    no RGB frame uses are listed in ``unmatched`` with the reason. A pair that cannot be
+    read is yielded as a ``FrameFailure`` (the stream reports it and goes on)."""
 
     def __init__(self, rgb_dir, aux_dir, match: str = "name", max_skew_ms: float = 50.0,
                  modality: str = "thermal", resize_aux: bool = False, time_unit: str = "ms"):
@@ -167,10 +238,19 @@ class FolderPair:
         else:
             self.pairs = self._by_time(rgb_files, aux_files, max_skew_ms, time_unit)
         self.skipped = len(rgb_files) - len(self.pairs)
+        self.unmatched = self._unmatched(rgb_files, aux_files, aux_dir, match, max_skew_ms)
         if not self.pairs:
             how = "file name" if match == "name" else f"timestamp within {max_skew_ms:g} ms"
             hint = " (try match='timestamp')" if match == "name" else ""
             raise ValueError(f"no image of {rgb_dir} has a partner in {aux_dir} by {how}{hint}")
+
+    def _unmatched(self, rgb_files, aux_files, aux_dir, match, max_skew_ms) -> list[Unmatched]:
+        used_rgb = {r for r, _, _ in self.pairs}
+        used_aux = {a for _, a, _ in self.pairs}
+        why = (f"no image of the same name in {aux_dir}" if match == "name"
+               else f"no {Path(aux_dir).name} frame within {max_skew_ms:g} ms")
+        out = [Unmatched(r.name, why) for r in rgb_files if r not in used_rgb]
+        return out + [Unmatched(a.name, "no rgb frame pairs with it") for a in aux_files if a not in used_aux]
 
     @staticmethod
     def _by_name(rgb_files, aux_files):
@@ -195,10 +275,15 @@ class FolderPair:
 
     def __iter__(self) -> Iterator[FramePair]:
         for index, (rgb_path, aux_path, t) in enumerate(self.pairs):
-            rgb = read_image(rgb_path, cv2.IMREAD_COLOR)
-            aux = to_aux(read_image(aux_path, cv2.IMREAD_UNCHANGED), self.channels)
-            check_sizes(rgb_path.name, rgb, aux, self.resize_aux)
-            yield FramePair(index, rgb_path.stem, t, rgb, aux)
+            sources = (rgb_path.name, aux_path.name)
+            try:
+                rgb = to_rgb(read_image(rgb_path, cv2.IMREAD_ANYCOLOR))
+                aux = to_aux(read_image(aux_path, cv2.IMREAD_UNCHANGED), self.channels)
+                check_sizes(rgb_path.name, rgb, aux, self.resize_aux)
+            except (ValueError, cv2.error) as e:
+                yield FrameFailure(index, rgb_path.stem, sources, one_line(e))
+                continue
+            yield FramePair(index, rgb_path.stem, t, rgb, aux, sources=sources)
 
     def close(self) -> None:
         pass
@@ -211,7 +296,7 @@ class MFNetFrames:
     def __init__(self, path):
         path = _exists(path)
         self.files = list_images(path) if path.is_dir() else [path]
-        self.skipped = 0
+        self.skipped, self.unmatched = 0, []
         self._read(self.files[0])  # a wrong layout fails here, not in the middle of a stream
 
     @staticmethod
@@ -227,8 +312,12 @@ class MFNetFrames:
 
     def __iter__(self) -> Iterator[FramePair]:
         for index, path in enumerate(self.files):
-            rgb, thermal = self._read(path)
-            yield FramePair(index, path.stem, None, rgb, thermal)
+            try:
+                rgb, thermal = self._read(path)
+            except (ValueError, cv2.error) as e:
+                yield FrameFailure(index, path.stem, (path.name,), one_line(e))
+                continue
+            yield FramePair(index, path.stem, None, rgb, thermal, sources=(path.name,))
 
     def close(self) -> None:
         pass
@@ -236,7 +325,8 @@ class MFNetFrames:
 
 class VideoPair:
     """Two video files read in step; the stream ends with the shorter one. Videos decode
-    as 3-channel BGR: a grey sensor's frames become one grey channel."""
+    as 3-channel BGR: a grey sensor's frames become one grey channel. The longer video's
+    remaining frames are counted in ``skipped`` and listed in ``unmatched``."""
 
     def __init__(self, rgb_path, aux_path, modality: str = "thermal", resize_aux: bool = False):
         if modality == "depth":
@@ -251,7 +341,7 @@ class VideoPair:
                 self.close()
                 raise ValueError(f"{p}: cannot be opened as a video")
             self.caps.append(cap)
-        self.skipped = 0
+        self.skipped, self.unmatched = 0, []
 
     def __iter__(self) -> Iterator[FramePair]:
         rgb_cap, aux_cap = self.caps
@@ -261,12 +351,26 @@ class VideoPair:
             ok_rgb, rgb = rgb_cap.read()
             ok_aux, aux = aux_cap.read()
             if not (ok_rgb and ok_aux):
+                if ok_rgb or ok_aux:
+                    self._count_tail(index, 0 if ok_rgb else 1)
                 return
             aux = to_aux(aux, self.channels)
             if index == 0:
                 check_sizes(f"{self.paths[0].name} + {self.paths[1].name}", rgb, aux, self.resize_aux)
-            yield FramePair(index, f"{stem}_{index:06d}", rgb_cap.get(cv2.CAP_PROP_POS_MSEC), rgb, aux)
+            sources = (f"{self.paths[0].name}#{index}", f"{self.paths[1].name}#{index}")
+            yield FramePair(index, f"{stem}_{index:06d}", rgb_cap.get(cv2.CAP_PROP_POS_MSEC), rgb, aux,
+                            sources=sources)
             index += 1
+
+    def _count_tail(self, index: int, longer: int) -> None:
+        """The longer video's frames from ``index`` on (one already read) have no partner."""
+        n = 1
+        while self.caps[longer].grab():
+            n += 1
+        name, other = self.paths[longer].name, self.paths[1 - longer].name
+        self.skipped += n
+        self.unmatched.append(Unmatched(f"{name} frames {index}-{index + n - 1}",
+                                        f"{other} ended after {index} frames", n))
 
     def close(self) -> None:
         for cap in self.caps:
@@ -307,7 +411,7 @@ class CameraPair:
         except ValueError:
             self.close()
             raise
-        self.skipped = 0
+        self.skipped, self.unmatched = 0, []
 
     def __iter__(self) -> Iterator[FramePair]:
         rgb_cap, aux_cap = self.caps
@@ -326,7 +430,8 @@ class CameraPair:
             aux = to_aux(aux, self.channels)
             if index == 0:
                 check_sizes(f"cameras {self.indices[0]} + {self.indices[1]}", rgb, aux, self.resize_aux)
-            yield FramePair(index, f"cam{self.indices[0]}_{index:06d}", timestamp, rgb, aux, captured)
+            yield FramePair(index, f"cam{self.indices[0]}_{index:06d}", timestamp, rgb, aux, captured,
+                            (f"camera {self.indices[0]}#{index}", f"camera {self.indices[1]}#{index}"))
             index += 1
 
     def close(self) -> None:
@@ -413,24 +518,80 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> None:
 
 
 def stream(segmenter, source, queue_size: int = 2, drop_stale: bool = False,
-           color_order: str | None = None) -> Iterator[Result]:
+           color_order: str | None = None, on_error: str = "skip", on_skip=None) -> "Stream":
     """Segment every frame pair of ``source``, in order, with decoding and preprocessing of
     the next frames overlapping the current inference (a background thread, a queue of
     ``queue_size`` prepared frames). ``drop_stale``: when the consumer falls behind, the
     oldest queued frames are discarded (counted in ``Result.dropped``) so that it always gets
-    the newest. The source is closed when the stream ends, stops early or fails; an error in
-    the background thread is raised here."""
+    the newest. ``on_error="skip"``: a frame that cannot be read, checked or segmented is
+    recorded in ``Stream.failed`` (and passed to ``on_skip(failure)``) and the stream goes on;
+    ``"stop"``: its error is raised here. The source is closed when the stream ends, stops
+    early or fails."""
     if getattr(segmenter, "kind", "gopt") != "gopt":
         raise ValueError("streams run GoPT models (rgb + aux frames); SimCMF segments on clicks")
     if queue_size < 1:
         raise ValueError(f"queue_size must be >= 1, got {queue_size}")
-    return _pipeline(segmenter, source, queue_size, drop_stale, color_order)
+    if on_error not in ("skip", "stop"):
+        raise ValueError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
+    return Stream(segmenter, source, queue_size, drop_stale, color_order, on_error, on_skip)
 
 
-def _pipeline(segmenter, source, queue_size, drop_stale, color_order) -> Iterator[Result]:
+@dataclass
+class _Report:
+    """What a running pipeline records besides its results (no reference back to the Stream,
+    so that a Stream dropped by its consumer is closed at once)."""
+
+    on_error: str
+    on_skip: object
+    failed: list = field(default_factory=list)
+    dropped: int = 0
+
+    def failure(self, failure: FrameFailure) -> None:
+        self.failed.append(failure)
+        if self.on_skip is not None:
+            self.on_skip(failure)
+
+
+class Stream:
+    """The iterator ``stream`` returns: ``Result``s in order, and the report of what was not
+    segmented: ``failed`` (``FrameFailure``s), ``unmatched`` (the source's ``Unmatched``),
+    ``dropped`` (stale frames discarded)."""
+
+    def __init__(self, segmenter, source, queue_size, drop_stale, color_order, on_error, on_skip):
+        self.source = source
+        self._report = _Report(on_error, on_skip)
+        self._results = _pipeline(segmenter, source, queue_size, drop_stale, color_order, self._report)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Result:
+        return next(self._results)
+
+    def close(self) -> None:
+        self._results.close()
+
+    @property
+    def failed(self) -> list[FrameFailure]:
+        return self._report.failed
+
+    @property
+    def dropped(self) -> int:
+        return self._report.dropped
+
+    @property
+    def unmatched(self) -> list[Unmatched]:
+        return list(getattr(self.source, "unmatched", []))
+
+
+def _failure_of(frame: FramePair, error: BaseException) -> FrameFailure:
+    return FrameFailure(frame.index, frame.name, frame.sources, one_line(error))
+
+
+def _pipeline(segmenter, source, queue_size, drop_stale, color_order, report: _Report) -> Iterator[Result]:
     q: queue.Queue = queue.Queue(maxsize=queue_size)
     stop = threading.Event()
-    dropped = [0]
+    skip = report.on_error == "skip"
 
     def offer(job: _Job) -> None:
         if not drop_stale:
@@ -442,7 +603,7 @@ def _pipeline(segmenter, source, queue_size, drop_stale, color_order) -> Iterato
             except queue.Full:
                 try:
                     q.get_nowait()
-                    dropped[0] += 1
+                    report.dropped += 1
                 except queue.Empty:
                     pass
 
@@ -455,10 +616,21 @@ def _pipeline(segmenter, source, queue_size, drop_stale, color_order) -> Iterato
                     frame = next(frames)
                 except StopIteration:
                     break
+                if isinstance(frame, FrameFailure):
+                    if not skip:
+                        raise ValueError(frame.reason)
+                    _put(q, frame, stop)
+                    continue
                 decoded = time.perf_counter()
                 if frame.captured is not None:
                     start = frame.captured
-                prepared = segmenter.prepare(frame.rgb, frame.aux, color_order)
+                try:
+                    prepared = segmenter.prepare(frame.rgb, frame.aux, color_order)
+                except Exception as e:  # noqa: BLE001 - a bad frame: reported, the stream goes on
+                    if not skip:
+                        raise
+                    _put(q, _failure_of(frame, e), stop)
+                    continue
                 done = time.perf_counter()
                 offer(_Job(frame, prepared, start, {"decode": 1e3 * (decoded - start),
                                                     "preprocess": 1e3 * (done - decoded)}))
@@ -482,11 +654,20 @@ def _pipeline(segmenter, source, queue_size, drop_stale, color_order) -> Iterato
                 return
             if isinstance(item, _Failed):
                 raise item.error
+            if isinstance(item, FrameFailure):
+                report.failure(item)
+                continue
             t0 = time.perf_counter()
-            labels = segmenter.run_prepared([item.prepared])[0]
+            try:
+                labels = segmenter.run_prepared([item.prepared])[0]
+            except Exception as e:  # noqa: BLE001 - e.g. non-finite logits: this frame failed
+                if not skip:
+                    raise
+                report.failure(_failure_of(item.frame, e))
+                continue
             t1 = time.perf_counter()
             timing = {**item.timing, "infer": 1e3 * (t1 - t0), "latency": 1e3 * (t1 - item.start)}
-            yield Result(item.frame, labels, timing, dropped[0])
+            yield Result(item.frame, labels, timing, report.dropped)
     finally:
         stop.set()
         while True:  # unblock a producer waiting on a full queue

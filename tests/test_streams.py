@@ -260,7 +260,7 @@ def test_producer_error_surfaces_in_the_consumer(tmp_path, seg, mfnet):
 
     def consume():
         with pytest.raises(ValueError, match=r"2\.png: not a readable image"):
-            for r in stream(seg, open_source(rgb_dir, aux_dir)):
+            for r in stream(seg, open_source(rgb_dir, aux_dir), on_error="stop"):
                 got.append(r.frame.index)
 
     within(20, consume)
@@ -270,7 +270,7 @@ def test_producer_error_surfaces_in_the_consumer(tmp_path, seg, mfnet):
     # an error in preprocessing (a 2-channel thermal frame) surfaces the same way
     bad = Endless(small(mfnet[0][0]), np.zeros((120, 160, 2), np.uint8))
     with pytest.raises(ValueError, match="thermal must be H x W"):
-        within(20, lambda: list(stream(seg, bad)))
+        within(20, lambda: list(stream(seg, bad, on_error="stop")))
     assert bad.closed
 
 
@@ -311,8 +311,9 @@ def test_source_errors_are_one_line(tmp_path, mfnet):
     write_video(tmp_path / "ok.avi", [small(mfnet[0][0])] * 2)
     cv2.imwrite(str(tmp_path / "rgb.png"), small(mfnet[0][0]))
     cv2.imwrite(str(tmp_path / "half.png"), small(mfnet[0][1], 80, 60))
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        open_source(tmp_path / "missing", tmp_path / "rgb.png")
     cases = [
-        (lambda: open_source(tmp_path / "missing", tmp_path / "rgb.png"), "no such file or folder"),
         (lambda: open_source(empty, rgb_dir), "no image files"),
         (lambda: open_source(rgb_dir, empty), "no image files"),
         (lambda: open_source(tmp_path / "broken.avi", tmp_path / "ok.avi"), "cannot be opened as a video"),
