@@ -7,7 +7,8 @@
 2. exports it to ONNX and checks the export against PyTorch (`python -m export.onnx`);
 3. runs `runtime.Segmenter` on the bundled real MFNet RGB-Thermal night frame with each
    backend this machine has, prints a timing table;
-4. writes the colourised label map and an overlay to ``--out``.
+4. writes the label map (labels.png: one class index per pixel, uint8) and an overlay with
+   a legend of the classes present (overlay.png) to ``--out``.
 """
 from __future__ import annotations
 
@@ -22,18 +23,23 @@ import numpy as np
 from models.demo_checkpoint import DEFAULT_PATH, UNTRAINED_NOTE, main as write_demo_checkpoint
 from runtime import Segmenter
 from runtime.files import write_image_atomic
-from runtime.preprocess import colorize, overlay
+from runtime.colors import class_names, overlay
 
 SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "samples", "mfnet_01234N.png")
 
 
 def time_backend(seg: Segmenter, bgr, thermal, runs: int):
-    seg.run(bgr, thermal)  # warm-up: first-call allocations and graph initialisation
+    """Warm-up, then ``runs`` timed runs; prints each run's time as it ends."""
+    print(f"  {seg.backend}: warm-up", end="", flush=True)
+    t0 = time.perf_counter()
+    seg.run(bgr, thermal)  # first-call allocations and graph initialisation
+    print(f" {time.perf_counter() - t0:.1f} s; runs", end="", flush=True)
     times = []
-    for _ in range(runs):
+    for i in range(runs):
         t0 = time.perf_counter()
         labels = seg.run(bgr, thermal)
         times.append(time.perf_counter() - t0)
+        print(f" {i + 1}/{runs} {times[-1]:.2f} s", end="," if i + 1 < runs else "\n", flush=True)
     return labels, times
 
 
@@ -85,10 +91,10 @@ def main(argv=None) -> int:
 
     print("\n== 4. pictures")
     labels = results["onnxruntime"]
-    write_image_atomic(os.path.join(args.out, "labels.png"), colorize(labels, cfg["num_classes"]))
-    write_image_atomic(os.path.join(args.out, "overlay.png"), overlay(bgr, labels, cfg["num_classes"]))
+    names = class_names(cfg)
+    write_image_atomic(os.path.join(args.out, "labels.png"), labels)
+    write_image_atomic(os.path.join(args.out, "overlay.png"), overlay(bgr, labels, cfg["num_classes"], names))
     counts = np.bincount(labels.ravel(), minlength=cfg["num_classes"])
-    names = cfg.get("class_names") or [str(i) for i in range(cfg["num_classes"])]
     print("class pixels: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts) if c))
     print(f"wrote {args.out}/labels.png and {args.out}/overlay.png")
     if cfg.get("untrained"):

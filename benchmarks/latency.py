@@ -53,6 +53,17 @@ N_SETS = 4  # input sets rotated through the timed iterations
 class Unavailable(Exception):
     """This backend / precision cannot run on this machine: the message says why."""
 
+    status = "unavailable"
+
+
+class SkippedInQuick(Unavailable):
+    """Runs here, but takes too long for --quick: the message says why."""
+
+    status = "skipped in --quick"
+
+
+QUICK_EXPORT_MAX_MB = 50  # --quick exports a checkpoint to ONNX only below this size (ViT-B: 330 MB, ~30 s)
+
 
 # ---- environment --------------------------------------------------------------------------------
 
@@ -225,12 +236,24 @@ def cached_stem(ckpt: Path, work_dir: Path, *settings) -> Path:
     return work_dir / f"{ckpt.stem}.{h.hexdigest()[:12]}.{settings[-1]}"
 
 
+def onnx_cache_path(ckpt: Path, size, precision: str, work_dir: Path) -> Path:
+    return Path(f"{cached_stem(ckpt, work_dir, size, precision)}.onnx")
+
+
+def quick_check_export(ckpt: Path, cached: Path, args) -> None:
+    """--quick (backends not chosen): no ONNX export of a large checkpoint unless one is cached."""
+    mb = os.path.getsize(ckpt) / 2**20
+    if args.quick and not args.backend_given and not cached.exists() and mb > QUICK_EXPORT_MAX_MB:
+        raise SkippedInQuick(f"needs an ONNX export of the {mb:.0f} MB checkpoint (about 30 s for ViT-B); pass "
+                             "the exported .onnx, or run once without --quick to cache it in --work-dir")
+
+
 def onnx_for(ckpt: Path, size, precision: str, work_dir: Path) -> Path:
     """Export (once, cached by checkpoint contents and settings) a dynamic-batch ONNX model."""
     from export.onnx import export_gopt
     from export.progress import Progress
 
-    out = Path(f"{cached_stem(ckpt, work_dir, size, precision)}.onnx")
+    out = onnx_cache_path(ckpt, size, precision, work_dir)
     if not out.exists():
         work_dir.mkdir(parents=True, exist_ok=True)
         print(f"  exporting {ckpt.name} to ONNX ({precision}) for onnxruntime ...", flush=True)
@@ -326,6 +349,7 @@ def make_backend(model_path: Path, backend: str, precision: str, args):
         if precision == "bf16":
             raise Unavailable("the ONNX export has fp32 and fp16 variants, no bf16")
         if suffix in (".pt", ".pth"):
+            quick_check_export(model_path, onnx_cache_path(model_path, args.size, precision, args.work_dir), args)
             path = onnx_for(model_path, args.size, precision, args.work_dir)
         elif suffix == ".onnx":
             path = model_path
@@ -565,8 +589,8 @@ def run_benchmarks(args, argv) -> dict:
                 except Unavailable as why:
                     for mode in args.modes:
                         for batch in args.batches:
-                            rows.append({**base, "mode": mode, "batch": batch, "status": f"unavailable: {why}"})
-                    print(f"  unavailable: {why}")
+                            rows.append({**base, "mode": mode, "batch": batch, "status": f"{why.status}: {why}"})
+                    print(f"  {why.status}: {why}")
                     continue
                 b = graphs.get("gopt") or graphs["encoder"]
                 cfg = b.info.config
@@ -650,17 +674,34 @@ def table_rows(result) -> list[list[str]]:
     return out
 
 
+def not_run_line(result) -> str | None:
+    """One line: each backend / precision / mode that did not run, and why (deduplicated)."""
+    why = {}
+    for r in result["results"]:
+        if r["status"] != "ok":
+            why.setdefault(f"{r['backend']} {r['precision']}", {}).setdefault(r["status"], []).append(r["mode"])
+    if not why:
+        return None
+    parts = []
+    for what, statuses in why.items():
+        for status, modes in statuses.items():
+            modes = sorted(set(modes))
+            scope = "" if set(modes) == set(MODES) or len(statuses) == 1 else f" ({', '.join(modes)})"
+            parts.append(f"{what}{scope}: {status}")
+    return "not run: " + "; ".join(parts)
+
+
 def print_table(result) -> None:
-    rows = table_rows(result)
-    measured = [r for r in rows if r[4][:1].isdigit()]  # status texts span the numeric columns
-    widths = [max([len(c)] + [len(r[i]) for r in (rows if i < 4 else measured)]) for i, c in enumerate(COLUMNS)]
+    """The rows that ran, then one line saying what did not run and why."""
+    measured = [r for r in table_rows(result) if r[4][:1].isdigit()]  # status rows have text there
+    widths = [max([len(c)] + [len(r[i]) for r in measured]) for i, c in enumerate(COLUMNS)]
     print()
     print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
-    for r in rows:
-        if not r[4][:1].isdigit():
-            print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
-        else:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    for r in measured:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    line = not_run_line(result)
+    if line:
+        print(line)
     env = result["environment"]
     print(f"\n{env.get('gpu') or env['cpu']} ({env['cpu_cores']} CPU cores), {env['date']}")
 
@@ -721,7 +762,7 @@ def parse_args(argv):
     ap.add_argument("models", nargs="+", type=Path)
     ap.add_argument("--base", help="SAM ViT-B checkpoint for a SimCMF delta checkpoint")
     ap.add_argument("--backend", default=None, help=f"comma list (default: {','.join(BACKENDS)})")
-    ap.add_argument("--batch", default="1,4")
+    ap.add_argument("--batch", default=None, help="comma list (default 1,4; with --quick 1)")
     ap.add_argument("--size", default=None, help="model input size HxW (default: the checkpoint's)")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--warmup-s", type=float, default=2.0)
@@ -743,6 +784,7 @@ def parse_args(argv):
     unknown = sorted(set(args.backends) - set(BACKENDS))
     if unknown:
         ap.error(f"unknown backends {unknown}; choose from {','.join(BACKENDS)}")
+    args.batch = args.batch or ("1" if args.quick else "1,4")
     try:
         args.batches = [int(b) for b in args.batch.split(",")]
         args.size = tuple(int(s) for s in args.size.lower().split("x")) if args.size else None

@@ -265,14 +265,14 @@ def parse_args(argv):
 def run(args) -> int:
     from models.checkpoint import CheckpointError
 
-    progress = Progress(2 if args.no_check else 4)  # GoPT's count; SimCMF has one export more
+    progress = Progress(0)
     try:
-        with progress(f"loading {args.checkpoint}"):
+        with progress.unnumbered(f"loading {args.checkpoint}"):
             kind, loaded = detect_checkpoint(args.checkpoint, args.base, args.modality)
     except (CheckpointError, ModelFileError, ValueError) as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2
-    progress.total = 1 + (1 if kind == "gopt" else 2) + (0 if args.no_check else 2)
+    progress.total = (1 if kind == "gopt" else 2) + (0 if args.no_check else 2)  # known once the kind is
     batch = "batch" if args.dynamic_batch else args.batch
     check_batch = 3 if args.dynamic_batch else args.batch
     tol = parity.FP16 if args.fp16 else parity.FP32

@@ -36,11 +36,31 @@ def read_torch_file(path, trust_pickle: bool = False) -> dict:
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or another format)") from None
         raise CheckpointError(f"{path}: holds a pickled Python object ({found.group(1)}) beyond tensors and "
                               "plain containers; pass trust_pickle=True only if you trust its source") from None
-    except Exception as e:  # truncated or not a torch file at all
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    except Exception:  # truncated or not a torch file at all: say what the file is instead of torch's error
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint: it is {describe_file(path)}; expected a file "
+                              "written by torch.save (a gopt/1 or SimCMF checkpoint)") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
     return obj
+
+
+def describe_file(path) -> str:
+    """What a file that torch.load refused looks like, in words."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive without torch's layout (a truncated or foreign zip file)"
+    if head[:1] == b"\x80":
+        return "a Python pickle that cannot be unpickled (truncated or written by another program)"
+    if str(path).endswith(".onnx"):
+        return "an ONNX model (run it with runtime.Segmenter / python -m runtime)"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return f"binary data of an unknown format ({len(head)}+ bytes)"
 
 
 def _listing(keys, limit: int = 12) -> str:

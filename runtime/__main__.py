@@ -5,6 +5,7 @@
                       [--on-error skip|stop]
     python -m runtime MODEL --bag IN --rgb-topic T --aux-topic T [--max-skew-ms 20]
                       [--out-bag OUT [--storage mcap|sqlite3] [--topic-prefix gopt] [--copy-inputs]]
+    python -m runtime SIMCMF.encoder.onnx --rgb IMAGE [--aux IMAGE] --points X,Y[,LABEL] ... [--out DIR]
 
 A and B: two video files, two image folders (paired by name, or --match timestamp), two
 images, two camera indices, or A alone: an MFNet 4-channel PNG file or folder. With --out,
@@ -14,6 +15,11 @@ one class index per pixel) per frame. A ROS bag (rosbag2 folder, .db3, .mcap or 
 --out-bag writes the masks as a new rosbag2. Prints a line per frame and a summary: frames, fps,
 mean / p50 / p90 milliseconds per stage, dropped stale frames, and every frame that was
 not segmented (failed, or without a partner) with the reason.
+
+SimCMF models segment one image on clicks: ``--points`` in image pixels, label 1 (the
+object, default) or 0 (background). With --out, writes NAME_mask.png (0 / 255) and
+NAME_overlay.png (the mask tinted, the clicks drawn); prints the mask's size and the
+model's IoU estimate.
 
 A frame that cannot be read or segmented is skipped with one line saying which and why
 (--on-error stop: the run stops there instead). Exit status: 0 every frame segmented;
@@ -31,12 +37,16 @@ import sys
 import threading
 import time
 
-import cv2
+from pathlib import Path
 
+import cv2
+import numpy as np
+
+from .colors import class_names, mask_overlay, overlay
 from .files import write_image_atomic
-from .preprocess import overlay
+from .progress import elapsed
 from .segmenter import Segmenter
-from .streams import STAGES, check_inputs_exist, open_source, stream, timing_summary
+from .streams import STAGES, check_inputs_exist, open_source, read_image, stream, timing_summary
 
 UNTRAINED = "note: this model is marked untrained (seeded random weights); its labels mean nothing"
 
@@ -72,9 +82,24 @@ def parse_args(argv=None):
     bag.add_argument("--topic-prefix", default="gopt",
                      help="--out-bag: masks go to /PREFIX/raw_segmentation_mask and /PREFIX/colored_segmentation_mask")
     bag.add_argument("--copy-inputs", action="store_true", help="--out-bag: copy the two input topics into it")
+    ap.add_argument("--points", nargs="+", type=parse_point, metavar="X,Y[,LABEL]",
+                    help="SimCMF: clicks in image pixels; LABEL 1 (object, default) or 0 (background)")
     ap.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                     help="a frame that cannot be read or segmented: skip it and go on (default), or stop")
     return ap.parse_args(argv)
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    parts = text.split(",")
+    try:
+        x, y = float(parts[0]), float(parts[1])
+        label = int(parts[2]) if len(parts) == 3 else 1
+    except (ValueError, IndexError):
+        label = -1
+    if len(parts) not in (2, 3) or label not in (0, 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected X,Y or X,Y,LABEL with LABEL 1 (object) or 0 "
+                                         "(background)")
+    return x, y, label
 
 
 def frame_line(r) -> str:
@@ -107,9 +132,10 @@ class OutputWriter:
     """Writes NAME_overlay.png and NAME_labels.png in a background thread, so that PNG
     encoding overlaps the next frame's inference."""
 
-    def __init__(self, folder: str, num_classes: int, depth: int = 4):
+    def __init__(self, folder: str, config: dict, depth: int = 4):
         os.makedirs(folder, exist_ok=True)
-        self.folder, self.num_classes, self.error, self.written = folder, num_classes, None, 0
+        self.folder, self.error, self.written = folder, None, 0
+        self.num_classes, self.names = config["num_classes"], class_names(config)
         self.queue: queue.Queue = queue.Queue(depth)
         self.thread = threading.Thread(target=self._loop, name="output-writer", daemon=True)
         self.thread.start()
@@ -129,7 +155,8 @@ class OutputWriter:
 
     def _write(self, name, rgb, labels) -> None:
         png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-        for suffix, image in (("overlay", overlay(rgb, labels, self.num_classes)), ("labels", labels)):
+        over = overlay(rgb, labels, self.num_classes, self.names)
+        for suffix, image in (("overlay", over), ("labels", labels)):
             write_image_atomic(os.path.join(self.folder, f"{name}_{suffix}.png"), image, png)
             self.written += 1
 
@@ -173,13 +200,18 @@ def open_model(args) -> Segmenter:
 
 def run(args) -> int:
     seg = open_model(args)
+    if seg.kind == "simcmf":
+        return run_simcmf(seg, args)
+    if args.points:
+        raise ValueError(f"--points are clicks for SimCMF models; {args.model} is a GoPT model, which labels "
+                         "every pixel without clicks")
     cfg = seg.config
     source = open_source(args.rgb, args.aux, cfg.get("modality", "thermal"), args.resize_aux, args.match,
                          args.max_skew_ms, args.time_unit, args.bag, args.rgb_topic, args.aux_topic)
     print(f"{seg!r}; source {type(source).__name__}")
     if seg.info.untrained:
         print(UNTRAINED)
-    writer = OutputWriter(args.out, cfg["num_classes"]) if args.out else None
+    writer = OutputWriter(args.out, cfg) if args.out else None
     bag_out = open_bag_writer(args, cfg["num_classes"]) if args.out_bag else None
     timings, code = [], 0
     start = time.perf_counter()
@@ -217,6 +249,68 @@ def run(args) -> int:
     if bag_out:
         print(f"wrote {bag_out.written} frames to {args.out_bag} ({args.storage})")
     return code or (1 if frames.failed else 0)
+
+
+def read_simcmf_image(rgb_path, aux_path, config: dict, model) -> np.ndarray:
+    """The H x W x C image a SimCMF model takes: one file (e.g. an MFNet 4-channel PNG), or
+    --rgb and --aux combined as for a sensor pair (``ros_messages.simcmf_image``)."""
+    from .ros_messages import simcmf_image
+
+    rgb_path = Path(rgb_path)
+    if not rgb_path.is_file() or (aux_path is not None and not Path(aux_path).is_file()):
+        raise ValueError(f"SimCMF segments one image: --rgb (and --aux) must be image files, got {rgb_path}"
+                         + (f" and {aux_path}" if aux_path else ""))
+    image = read_image(rgb_path, cv2.IMREAD_UNCHANGED)
+    if aux_path is not None:
+        image = simcmf_image(config, image, read_image(Path(aux_path), cv2.IMREAD_UNCHANGED))
+    channels = int(config["in_chans"])
+    got = 1 if image.ndim == 2 else image.shape[2]
+    if got != channels:
+        given = f"{rgb_path.name}" + (f" + {Path(aux_path).name}" if aux_path else "")
+        raise ValueError(f"{model} takes {channels}-channel images; {given} give {got} channels")
+    return image[..., 0] if image.ndim == 3 and channels == 1 else image
+
+
+def display_bgr(image: np.ndarray) -> np.ndarray:
+    """A viewable 8-bit BGR picture of a SimCMF input: its colour channels, else its first channel."""
+    img = image if image.ndim == 3 else image[..., None]
+    if img.shape[2] >= 3:
+        view = img[..., :3]
+    else:
+        view = cv2.cvtColor(np.ascontiguousarray(img[..., 0]), cv2.COLOR_GRAY2BGR) if img.dtype == np.uint8 \
+            else np.repeat(img[..., :1], 3, axis=2)
+    if view.dtype != np.uint8:
+        view = cv2.normalize(view.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    return np.ascontiguousarray(view)
+
+
+def run_simcmf(seg, args) -> int:
+    """One image, the user's clicks: the mask, its overlay, the IoU estimate."""
+    if not args.points:
+        raise ValueError(f"{args.model} is a SimCMF model: it segments on clicks; pass --points X,Y[,LABEL] ...")
+    cfg = seg.config
+    image = read_simcmf_image(args.rgb, args.aux, cfg, args.model)
+    print(repr(seg))
+    if seg.info.untrained:
+        print(UNTRAINED.replace("labels", "masks"))
+    points = [(x, y) for x, y, _ in args.points]
+    labels = [label for _, _, label in args.points]
+    with elapsed(f"encoding the image ({image.shape[1]}x{image.shape[0]} -> {cfg['img_size']}x{cfg['img_size']}, "
+                 "once per image)"):
+        seg.set_image(image)
+    t0 = time.perf_counter()
+    mask, iou = seg.run(image, points=points, labels=labels)
+    ms = 1e3 * (time.perf_counter() - t0)
+    H, W = mask.shape
+    print(f"mask: {int(mask.sum())} pixels ({100 * float(mask.mean()):.1f}% of {W}x{H}), IoU estimate {iou:.3f}, "
+          f"{len(points)} click(s), decoder {ms:.1f} ms")
+    if args.out:
+        name = Path(args.rgb).stem
+        mask_path, over_path = Path(args.out) / f"{name}_mask.png", Path(args.out) / f"{name}_overlay.png"
+        write_image_atomic(mask_path, mask.astype(np.uint8) * 255)
+        write_image_atomic(over_path, mask_overlay(display_bgr(image), mask, points, labels))
+        print(f"wrote {mask_path} and {over_path}")
+    return 0
 
 
 class Terminated(KeyboardInterrupt):

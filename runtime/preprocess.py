@@ -15,6 +15,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .colors import colorize, overlay, palette  # noqa: F401  (colours live in colors.py; kept importable here)
+
 
 def _check_frame(name: str, x, channels: int | None, dtypes: tuple) -> np.ndarray:
     if not isinstance(x, np.ndarray):
@@ -141,22 +143,6 @@ def check_sensor_kinds(rgb, aux, modality: str, aux_channels: int) -> None:
 def labels_to_frame(labels: np.ndarray, size) -> np.ndarray:
     """[h, w] label map -> [H, W] uint8 at the frame's size (nearest neighbour)."""
     return _resize(labels.astype(np.uint8), size, cv2.INTER_NEAREST)
-
-
-def palette(num_classes: int) -> np.ndarray:
-    """A fixed, distinct BGR colour per class (class 0 black)."""
-    rng = np.random.default_rng(12345)
-    colours = rng.integers(40, 256, size=(max(num_classes, 1), 3), dtype=np.uint8)
-    colours[0] = 0
-    return colours
-
-
-def colorize(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return palette(num_classes)[labels]
-
-
-def overlay(bgr: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
-    return cv2.addWeighted(bgr, 1 - alpha, colorize(labels, num_classes), alpha, 0)
 
 
 def preprocess_image(image: np.ndarray, channels: int, side: int, mean, std, scale: str | None = None,

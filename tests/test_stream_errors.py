@@ -1,8 +1,6 @@
 """Streams survive bad frames, report every frame they did not segment, and the command line
 checks its inputs as the Python API does."""
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -12,19 +10,11 @@ from factories import tiny_gopt
 from export.onnx import parse_args, run
 from models import save_gopt
 from runtime import Segmenter
+from runtime_cli import cli
 from runtime.streams import FolderPair, VideoPair, open_source, stream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")
-NO_TORCH = "import sys, runpy; sys.modules['torch'] = None; sys.argv[0] = 'runtime'; " \
-           "runpy.run_module('runtime', run_name='__main__')"
-
-
-def cli(*args, timeout=180):
-    return subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
