@@ -325,8 +325,8 @@ def _on_sigterm(signum, frame):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         return run(args)
     except KeyboardInterrupt as e:  # before the stream started: nothing to summarise
@@ -334,6 +334,9 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:  # bad paths, frames, models, outputs: one line, no traceback
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
