@@ -144,3 +144,15 @@ def test_gitignore_covers_the_folders_the_readme_writes():
         if probe and subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT).returncode != 0:
             missing.append(folder)
     assert not missing, f".gitignore does not cover {missing}"
+
+
+def test_simcmf_unverified_files_name_their_final_companions(tmp_path):
+    from export.progress import Progress
+    from export.simcmf_onnx import export_simcmf
+    from runtime.metadata import read_onnx_info
+    from test_simcmf import tiny_model
+
+    _, paths = export_simcmf(tiny_model(modality="rgbt"), tmp_path / "s", 1, progress=Progress(2), unverified=True)
+    assert [p.name for p in paths] == ["s.encoder.unverified.onnx", "s.decoder.unverified.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.decoder.unverified.onnx", "s.encoder.unverified.onnx"]
+    assert read_onnx_info(paths[0]).companion == "s.decoder.onnx"  # right once promoted
