@@ -22,8 +22,8 @@ import numpy as np
 
 from models.demo_checkpoint import DEFAULT_PATH, UNTRAINED_NOTE, main as write_demo_checkpoint
 from runtime import Segmenter
-from runtime.files import write_image_atomic
 from runtime.colors import class_names, overlay
+from runtime.files import write_image_atomic
 
 SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "samples", "mfnet_01234N.png")
 
