@@ -382,8 +382,9 @@ def main(argv=None) -> int:
     if out is None:
         gpu = re.sub(r"[^a-z0-9]+", "_", result["environment"]["device"].lower()).strip("_")
         out = ROOT / "benchmarks" / "results" / f"kernels_{gpu}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    from runtime.files import write_text_atomic
+
+    write_text_atomic(out, json.dumps(result, indent=2))
     print(f"wrote {out}")
     return 0 if all(r["parity"]["ok"] for r in result["results"] if "parity" in r) else 1
 
