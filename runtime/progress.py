@@ -12,6 +12,7 @@ long step never looks hung.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 
@@ -35,11 +36,12 @@ class Progress:
 
     @contextlib.contextmanager
     def _timed(self, line: str, label: str):
-        print(f"{line} ...", end="", flush=True)
+        out = sys.stdout  # the terminal, even while a library's output is redirected inside the step
+        print(f"{line} ...", end="", flush=True, file=out)
         self._open = True
         t0 = time.perf_counter()
         done = threading.Event()
-        ticker = threading.Thread(target=self._tick, args=(t0, done), name="progress-ticker", daemon=True)
+        ticker = threading.Thread(target=self._tick, args=(t0, done, out), name="progress-ticker", daemon=True)
         ticker.start()
         try:
             yield
@@ -48,14 +50,14 @@ class Progress:
             ticker.join()
             dt = time.perf_counter() - t0
             with self._lock:
-                print(f" {dt:.1f} s" if self._open else f"{label} done in {dt:.1f} s", flush=True)
+                print(f" {dt:.1f} s" if self._open else f"{label} done in {dt:.1f} s", flush=True, file=out)
                 self._open = False
 
-    def _tick(self, t0: float, done: threading.Event) -> None:
+    def _tick(self, t0: float, done: threading.Event, out) -> None:
         while not done.wait(self.tick_s):
             with self._lock:
                 if self._open:
-                    print(f" {time.perf_counter() - t0:.0f} s ...", end="", flush=True)
+                    print(f" {time.perf_counter() - t0:.0f} s ...", end="", flush=True, file=out)
 
     def note(self, line: str) -> None:
         with self._lock:

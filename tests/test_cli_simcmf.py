@@ -147,3 +147,13 @@ def test_a_text_file_as_checkpoint_says_what_it_is(tmp_path):
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(ValueError, match="it is an empty file"):
         Segmenter(tmp_path / "empty.pt")
+
+
+def test_ticks_reach_the_terminal_while_a_library_redirects_stdout(capsys):
+    import contextlib
+    import io
+
+    progress = Progress(1, tick_s=0.05)
+    with progress("exporting"), contextlib.redirect_stdout(io.StringIO()):  # as export_graph silences torch
+        time.sleep(0.3)
+    assert re.search(r"\[1/1\] exporting \.\.\.( \d+ s \.\.\.)+ [\d.]+ s", capsys.readouterr().out)
