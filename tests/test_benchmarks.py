@@ -70,3 +70,43 @@ def test_quick_benchmark_simcmf_encoder(tmp_path):
     statuses = {r["status"] for r in rows if r["status"] != "ok"}
     assert "unavailable: SimCMF end to end segments one image per call" in statuses
     assert any("Triton kernels are GoPT's prompter" in s for s in statuses)
+
+
+def test_quick_prints_only_rows_that_ran_and_one_line_for_the_rest(tmp_path):
+    cfg = GoPTConfig(embed_dim=64, depth=2, num_heads=2, num_classes=5, aux_channels=1, img_size=(48, 64),
+                     prompt_dim=16)
+    torch.manual_seed(0)
+    save_gopt(GoPT(cfg), tmp_path / "tiny.pt")
+    cmd = [sys.executable, "benchmarks/latency.py", str(tmp_path / "tiny.pt"), "--quick", "--json",
+           str(tmp_path / "r.json"), "--work-dir", str(tmp_path / "work")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = out.stdout.split("\nbackend ")[1].splitlines()
+    rows = [line for line in table[1:] if line.startswith(("torch ", "onnxruntime "))]
+    assert len(rows) == 4 and all(" 1 " in r for r in rows)  # 2 backends x 2 modes, batch 1 only
+    not_run = [line for line in table if line.startswith("not run: ")]
+    assert len(not_run) == 1 and "unavailable" not in "\n".join(table[1:]).replace(not_run[0], "")
+    for backend in ("triton fp32: unavailable", "compile fp32: skipped in --quick", "tensorrt fp32: unavailable"):
+        assert backend in not_run[0], not_run[0]
+    assert {r["batch"] for r in json.loads((tmp_path / "r.json").read_text())["results"]} == {1}
+
+
+def test_quick_skips_exporting_a_large_checkpoint(tmp_path, monkeypatch):
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("latency", os.path.join(ROOT, "benchmarks", "latency.py"))
+    latency = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(latency)
+    ckpt = tmp_path / "big.pt"
+    ckpt.write_bytes(b"\0" * (2 << 20))
+    monkeypatch.setattr(latency, "QUICK_EXPORT_MAX_MB", 1)
+    quick = SimpleNamespace(quick=True, backend_given=False)
+    try:
+        latency.quick_check_export(ckpt, tmp_path / "cached.onnx", quick)
+        raise AssertionError("a 2 MB checkpoint above the 1 MB limit was exported in --quick")
+    except latency.SkippedInQuick as e:
+        assert "run once without --quick" in str(e)
+    (tmp_path / "cached.onnx").write_bytes(b"x")  # a cached export is used
+    latency.quick_check_export(ckpt, tmp_path / "cached.onnx", quick)
+    latency.quick_check_export(ckpt, tmp_path / "none.onnx", SimpleNamespace(quick=True, backend_given=True))
