@@ -20,12 +20,8 @@ SAMPLE = os.path.join(ROOT, "data", "samples", "mfnet_01234N.png")
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    d = tmp_path_factory.mktemp("outputs")
-    save_gopt(tiny_gopt(), d / "tiny.pt")
-    assert export_onnx.run(export_onnx.parse_args([str(d / "tiny.pt"), "-o", str(d / "tiny.onnx"),
-                                                   "--no-check"])) == 0
-    return d / "tiny.onnx"
+def tiny_onnx(tiny_gopt_models):
+    return tiny_gopt_models / "thermal.onnx"
 
 
 @pytest.fixture(scope="module")

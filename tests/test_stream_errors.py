@@ -6,9 +6,6 @@ import cv2
 import numpy as np
 import pytest
 
-from factories import tiny_gopt
-from export.onnx import parse_args, run
-from models import save_gopt
 from runtime import Segmenter
 from runtime_cli import cli
 from runtime.streams import FolderPair, VideoPair, open_source, stream
@@ -16,13 +13,8 @@ from runtime.streams import FolderPair, VideoPair, open_source, stream
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    save_gopt(tiny_gopt(), d / "thermal.pt")
-    save_gopt(tiny_gopt(1, modality="depth", aux_mean=[3.0], aux_std=[1.5]), d / "depth.pt")
-    for name in ("thermal", "depth"):
-        assert run(parse_args([str(d / f"{name}.pt"), "-o", str(d / f"{name}.onnx"), "--no-check"])) == 0
-    return d
+def models(tiny_gopt_models):
+    return tiny_gopt_models
 
 
 @pytest.fixture(scope="module")
