@@ -581,7 +581,8 @@ class Stream:
 
     @property
     def unmatched(self) -> list[Unmatched]:
-        return list(getattr(self.source, "unmatched", []))
+        """The source's ``Unmatched`` entries (a bag lists its own, see ``BagPair.unmatched_lines``)."""
+        return [u for u in getattr(self.source, "unmatched", []) if isinstance(u, Unmatched)]
 
 
 def _failure_of(frame: FramePair, error: BaseException) -> FrameFailure:
