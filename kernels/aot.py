@@ -12,9 +12,11 @@ triton wheel. The tiles come from ``kernels.tiles``, the same table the dispatch
 Line info is left out (``TRITON_DISABLE_LINE_INFO=1``). Set ``TRITON_CACHE_DIR`` to reuse
 compiled kernels between runs.
 
-Exit status 1, naming the build, when a build cannot compile or needs more shared memory
-than its target allows (``tiles.SHARED_LIMIT``); the manifest is still written, with the
-failed builds under ``rejected``.
+Exit status 1, naming the build, when a build cannot compile, needs more shared memory
+than its target allows (``tiles.SHARED_LIMIT``) or rounds fp32 products to TF32 (Triton 3.7
+does that on sm_100 for an fp32 ``tl.dot`` of 64 rows or more with an operand upcast in the
+kernel from 16 bits, ``input_precision="ieee"`` notwithstanding); the manifest is still written,
+with the failed builds under ``rejected``.
 
 Output folder
 -------------
@@ -24,6 +26,7 @@ Output folder
     {"format": 1, "triton_version": "3.7.1",
      "targets": {"90a": {"capability": 90, "shared_limit": 232448}, ...},
      "tiles": [ {kernel, archs, dtypes, max_c_pad, constexprs, num_warps, num_stages}, ...],
+     "fused_max_c_pad": 32,
      "kernels": {"<kernel>": {"grid": [...], "workspace": ...}, ...},
      "builds": [record, ...], "rejected": [record + "problem", ...]}
 
@@ -36,7 +39,7 @@ A build ``record``:
 - ``constexprs``: every constexpr of the build, by name (``DP``, ``C_PAD``, ``BLOCK_S``, ...);
   a native launcher selects a build by exact match with the tile row's constexprs plus
   ``DP`` = d, ``C_PAD`` = max(16, next power of two of C) and, for ``group_merge``,
-  ``FUSED_EPILOGUE`` = (cdiv(S, TOKENS_PER_PROG) == 1);
+  ``FUSED_EPILOGUE`` = (cdiv(S, TOKENS_PER_PROG) == 1 and C_PAD <= ``fused_max_c_pad``);
 - ``signature``: the kernel parameters in the order the cubin expects, as ``{"name",
   "type"}`` with Triton types (``*fp16`` pointer, ``i32``, ``fp32``). The last two entries,
   ``global_scratch`` and ``profile_scratch`` (``*i8``), are the scratch pointers Triton
@@ -110,8 +113,8 @@ KERNEL_NOTES = {
         "grid": ["B", "cdiv(S, TOKENS_PER_PROG)", "1"],
         "args": "a' [B,S,d] and c' [B,C,d] any strides (element strides); weights/biases contiguous; "
                 "out P [B,C,d] contiguous; assign_ptr unused (STORE_ASSIGN=0): pass out_ptr",
-        "workspace": "split = cdiv(S, TOKENS_PER_PROG); FUSED_EPILOGUE=1 when split == 1 (part_* unused: pass "
-                     "out_ptr); else part_sum fp32 [B, split, C_PAD, DP] and part_cnt int32 [B, split, C_PAD], "
+        "workspace": "split = cdiv(S, TOKENS_PER_PROG); FUSED_EPILOGUE=1 when split == 1 and C_PAD <= "
+                     "FUSED_MAX_C_PAD (part_* unused: pass out_ptr); else part_sum fp32 [B, split, C_PAD, DP] and part_cnt int32 [B, split, C_PAD], "
                      "then group_merge_epilogue with split",
     },
     "group_merge_epilogue": {
@@ -162,7 +165,8 @@ def plan(archs, dtypes, groups=GROUPS, d=PROMPT_DIM, tokens=TOKENS_RANGE, kernel
                 native = dtype != "fp32"
                 merge = tiles.merge_tile(arch, dtype, c_pad)
                 tpp = merge.constexprs["TOKENS_PER_PROG"]
-                fused_cases = ([True] if tokens[0] <= tpp else []) + ([False] if tokens[1] > tpp else [])
+                splits = [max(1, -(-s // tpp)) for s in tokens]  # programs per sample at the fewest / most tokens
+                fused_cases = sorted({tiles.merge_fused(c_pad, split) for split in splits}, reverse=True)
                 for fused in fused_cases:
                     jobs.append(_job("group_merge", arch, dtype, merge, c_pad, dict(
                         common, FUSED_EPILOGUE=fused, NATIVE_DOT=native, STORE_ASSIGN=False)))
@@ -201,6 +205,15 @@ def grid(kernel: str, constexprs: dict) -> list[str]:
             expr = str(num // den)
         out.append(expr)
     return out
+
+
+def grid_size(record: dict, B: int, S: int) -> int:
+    """Programs a build launches for batch B and S tokens (its ``grid`` evaluated)."""
+    names = {"B": B, "S": S, "cdiv": lambda x, y: -(-x // y)}
+    size = 1
+    for expr in record["grid"]:
+        size *= eval(expr.replace(" / ", " // "), {"__builtins__": {}}, names)  # our own expressions
+    return size
 
 
 def ptxas_resources(ptx: str, arch: str) -> dict:
@@ -280,6 +293,8 @@ def compile_build(job: dict, out_dir: str) -> dict:
     problems = []
     if meta.shared > tiles.SHARED_LIMIT[arch]:
         problems.append(f"needs {meta.shared} B of shared memory, sm_{arch} allows {tiles.SHARED_LIMIT[arch]} B")
+    if record["tf32_mma"]:
+        problems.append(f"{record['tf32_mma']} TF32 tensor-core products: fp32 operands would be rounded")
     if meta.global_scratch_size or meta.profile_scratch_size or meta.num_ctas != 1 or meta.launch_pdl \
             or meta.launch_cooperative_grid:
         problems.append("needs scratch memory, clusters, PDL or a cooperative launch")
@@ -317,6 +332,7 @@ def run(archs, dtypes, out_dir, groups=GROUPS, d=PROMPT_DIM, jobs=1, kernels=Non
         "triton_version": triton.__version__,
         "targets": {a: {"capability": tiles.CAPABILITY[a], "shared_limit": tiles.SHARED_LIMIT[a]} for a in archs},
         "tiles": tiles.as_json(),
+        "fused_max_c_pad": tiles.FUSED_MAX_C_PAD,
         "kernels": KERNEL_NOTES,
         "builds": [r for r in records if "problem" not in r],
         "rejected": [r for r in records if "problem" in r],

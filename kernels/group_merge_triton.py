@@ -28,7 +28,7 @@ tokens first and projects C rows instead of S, ``P = c' + o(mask * v(sums / max(
 where ``mask = n > 0`` zeroes an empty group's projection, otherwise ``v(0) = bv`` would
 leak v's bias into it: an empty group gets exactly ``c' + o.bias``.
 
-With SPLIT == 1 the epilogue runs in the same launch. Otherwise every program writes
+With SPLIT == 1 and C_PAD <= 32 the epilogue runs in the same launch. Otherwise every program writes
 its partial [C_PAD, d] sums and [C_PAD] counts to a small fp32/int32 workspace and a
 second, tiny launch, grid ``(B, C_PAD / BLOCK_C)`` (each group row is independent), adds
 the SPLIT partials in index order and applies the epilogue to BLOCK_C rows per program.
@@ -50,7 +50,12 @@ reads fp32 logits. With 16-bit inputs the two token-sized products (``a Wq^T`` a
 are exact in fp32 and accumulation is fp32, which is what the reference computes after
 upcasting. Every product with an fp32 operand uses ``input_precision="ieee"``: TF32
 would round operands to 10 mantissa bits and flip near-tie assignments against the fp32
-reference.
+reference. On sm_100, Triton 3.7 nevertheless lowers an fp32 product of 64 rows or more
+with an operand upcast in the kernel from fp16 / bf16 to TF32 tensor cores (``tcgen05.mma
+kind::tf32``), so no fp32 product here has more than 32 rows: ``k(c')`` is formed
+transposed (d rows), the epilogue runs on at most 32 group rows per program (``BLOCK_C``,
+and in-launch only for C_PAD <= 32), and ``python -m kernels.aot`` rejects any build whose
+PTX still contains a TF32 product.
 
 Bytes moved (the lower bound the benchmark reports against):
 ``B * S * d * elt`` (a') + ``2 * B * C * d * elt`` (c' in, P out) + weights, plus
@@ -183,9 +188,9 @@ def _group_merge_kernel(
     # prologue: k(c') for this sample, [C_PAD, d] fp32, padded rows zero
     c = tl.load(c_ptr + b * stride_cb + offs_c[:, None] * stride_cc + offs_d[None, :] * stride_cd,
                 mask=cmask[:, None], other=0.0).to(tl.float32)
-    wk_t = _load_wt(k_w, offs_d, DP).to(tl.float32)
+    wk = tl.load(k_w + offs_d[:, None] * DP + offs_d[None, :]).to(tl.float32)  # [d_out, d_in]
     bk = tl.load(k_b + offs_d).to(tl.float32)
-    k_t = tl.trans(tl.dot(c, wk_t, input_precision=PREC) + bk[None, :])  # [d, C_PAD]
+    k_t = tl.dot(wk, tl.trans(c), input_precision=PREC) + bk[:, None]  # k(c')^T [d, C_PAD], d rows
     bq = tl.load(q_b + offs_d).to(tl.float32)
     if NATIVE_DOT:
         wq_t = _load_wt(q_w, offs_d, DP)  # 16-bit operand for the tensor cores
@@ -284,7 +289,8 @@ def _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, *, assign_out=Non
     if block_s % 16 or tokens_per_prog % block_s:
         raise ValueError(f"{kernel}: block_s must be a multiple of 16 dividing tokens_per_prog")
     split = max(1, triton.cdiv(S, tokens_per_prog))
-    if split > 1:
+    fused = tiles.merge_fused(C_PAD, split)
+    if not fused:
         part_sum = torch.empty((B, split, C_PAD, d), dtype=torch.float32, device=a.device)
         part_cnt = torch.empty((B, split, C_PAD), dtype=torch.int32, device=a.device)
     else:
@@ -293,11 +299,11 @@ def _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, *, assign_out=Non
         a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b,
         out, part_sum, part_cnt, assign_out if assign_out is not None else out,
         S, C, *a.stride(), *c.stride(),
-        DP=d, C_PAD=C_PAD, BLOCK_S=block_s, TOKENS_PER_PROG=tokens_per_prog, FUSED_EPILOGUE=split == 1,
+        DP=d, C_PAD=C_PAD, BLOCK_S=block_s, TOKENS_PER_PROG=tokens_per_prog, FUSED_EPILOGUE=fused,
         NATIVE_DOT=dtype != torch.float32, STORE_ASSIGN=assign_out is not None, PREC=fp32_precision,
         num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
-    if split > 1:
+    if not fused:
         etile = tiles.epilogue_tile(arch, tiles.dtype_name(dtype), C_PAD)
         block_c = tiles.tile_constexprs(etile, C_PAD)["BLOCK_C"]
         _group_merge_epilogue_kernel[(B, C_PAD // block_c)](

@@ -52,20 +52,23 @@ class Tile(NamedTuple):
 
 
 TILES = (
-    # group merge: [BLOCK_S, C_PAD] logits and the [C_PAD, d] sums stay in registers
-    Tile("group_merge", ALL, DTYPES, 64, dict(BLOCK_S=64, TOKENS_PER_PROG=256), 4, 3),
-    Tile("group_merge", ALL, DTYPES, 128, dict(BLOCK_S=32, TOKENS_PER_PROG=256), 8, 3),
-    Tile("group_merge", ALL, DTYPES, 256, dict(BLOCK_S=32, TOKENS_PER_PROG=256), 8, 3),
-    # the merge's split epilogue: grid (B, C_PAD / BLOCK_C)
-    Tile("group_merge_epilogue", ALL, DTYPES, 128, dict(BLOCK_C=128), 4, 3),
-    Tile("group_merge_epilogue", ALL, DTYPES, 256, dict(BLOCK_C=256), 8, 3),
-    # prompt inject: one program per BLOCK_S tokens
-    Tile("prompt_inject", ALL, DTYPES, 32, dict(BLOCK_S=64, BLOCK_D=128), 4, 3),
-    Tile("prompt_inject", ALL, DTYPES, 64, dict(BLOCK_S=64, BLOCK_D=128), 8, 3),
-    Tile("prompt_inject", ALL, DTYPES, 256, dict(BLOCK_S=32, BLOCK_D=128), 8, 3),
+    # group merge: the [BLOCK_S, C_PAD] logits and the [C_PAD, d] sums stay in registers; short
+    # token ranges per program give B * cdiv(S, TOKENS_PER_PROG) programs (19 at batch 1 for
+    # S = 1200, C <= 64)
+    Tile("group_merge", ALL, DTYPES, 64, dict(BLOCK_S=64, TOKENS_PER_PROG=64), 4, 2),
+    Tile("group_merge", ALL, DTYPES, 128, dict(BLOCK_S=32, TOKENS_PER_PROG=64), 8, 2),
+    Tile("group_merge", ALL, DTYPES, 256, dict(BLOCK_S=32, TOKENS_PER_PROG=128), 8, 2),
+    # the merge's split epilogue: BLOCK_C group rows per program, grid (B, C_PAD / BLOCK_C)
+    Tile("group_merge_epilogue", ALL, DTYPES, 256, dict(BLOCK_C=32), 4, 2),
+    # prompt inject: one program per BLOCK_S tokens, groups in chunks of BLOCK_C
+    Tile("prompt_inject", ALL, DTYPES, 256, dict(BLOCK_S=32, BLOCK_D=64, BLOCK_C=32), 8, 2),
 )
 
 MAX_C_PAD = 256
+# The merge runs its epilogue in the same launch when one program covers all S tokens and
+# C_PAD is at most this: the epilogue's fp32 products have C_PAD rows, and Triton 3.7 lowers
+# fp32 products of 64 rows or more to TF32 tensor cores on sm_100 (see kernels.aot).
+FUSED_MAX_C_PAD = 32
 
 
 def arch_of_capability(major: int, minor: int) -> str:
@@ -115,6 +118,11 @@ def epilogue_tile(arch: str, dtype: str, c_pad: int) -> Tile:
 
 def inject_tile(arch: str, dtype: str, c_pad: int) -> Tile:
     return lookup("prompt_inject", arch, dtype, c_pad)
+
+
+def merge_fused(c_pad: int, split: int) -> bool:
+    """Whether the merge applies its epilogue in the same launch (``FUSED_EPILOGUE``)."""
+    return split == 1 and c_pad <= FUSED_MAX_C_PAD
 
 
 def tile_constexprs(tile: Tile, c_pad: int) -> dict:
