@@ -10,14 +10,15 @@ Grid ``(cdiv(S, BLOCK_S), B)``: one program per block of BLOCK_S tokens of one s
 Every token is independent, so there is no cross-program reduction at all: results are
 deterministic and do not depend on the batch or the blocking of other tokens.
 
-* Prologue (token-independent, per program): P [C_PAD, d] (C padded to a power of two
-  >= 16, padded rows zero), ``k(P)`` and ``o(v(P))`` [C_PAD, d] are computed in-kernel and
-  stay in registers next to the d x d weights. Recomputing them per token block costs
-  ``3 C_PAD d^2`` FMAs, a few percent of the block's ``2 BLOCK_S D d``, and saves a launch.
 * Pass 1 over D in chunks of BLOCK_D: ``q = down(f_blk)`` [BLOCK_S, d] accumulates in fp32.
-* On chip: ``softmax(q P^T / sqrt(d))`` with padded groups at -inf, ``r = attn P``,
-  fp32 logits ``q(r) . k(P_j)`` (padded groups -inf), ``h = first argmax`` (lowest index on
-  exact ties), ``p = r + onehot(h) o(v(P))`` (the one-hot product is an exact gather).
+* Groups in chunks of BLOCK_C (so registers and shared memory do not grow with C, up to
+  256): ``r = softmax(q P^T / sqrt(d)) P`` as an online softmax (running max and sum,
+  chunks in index order), then per chunk ``k(P_c)`` and ``o(v(P_c))`` [BLOCK_C, d], fp32
+  logits ``q(r) . k(P_j)`` (groups >= C at -inf), the chunk's first argmax and its group's
+  value (a one-hot product: an exact gather); a later chunk replaces the running best only
+  if strictly greater, so ``h`` is the lowest index among exact ties, as ``torch.argmax``.
+  ``p = r + o(v(P_h))``. Recomputing the group projections per token block costs
+  ``3 C d^2`` FMAs, a few percent of the block's ``2 BLOCK_S D d``, and saves a launch.
 * Pass 2 over D: ``u = up(p)`` chunk by chunk, ``out = f * (1 + u)``, stored once.
 
 Layouts: f and P may have any strides (all three are kernel arguments). The first prompter
@@ -25,7 +26,7 @@ gets f straight from the patch embedding, ``flatten(2).transpose(1, 2)``, i.e. s
 (S D, 1, S), and reads it in place without a copy; every later block hands over a contiguous f.
 The output is a new contiguous [B, S, D] tensor.
 
-Tiles (BLOCK_S, BLOCK_D, warps, stages) come from ``kernels.tiles`` for the device's
+Tiles (BLOCK_S, BLOCK_D, BLOCK_C, warps, stages) come from ``kernels.tiles`` for the device's
 target and the dtype.
 
 Memory traffic: f is read from DRAM once and written once. Pass 2 re-reads the block's
@@ -49,7 +50,8 @@ near-fp32 alternative, selectable through ``_prompt_inject(fp32_precision=...)``
 On sm_100, Triton 3.7 lowers an fp32 product of 64 rows or more with an operand upcast
 in the kernel from fp16 / bf16 to TF32 tensor cores despite ``"ieee"``; so no fp32 product here has
 more than 32 rows: the group projections are formed transposed (d rows), and the token
-products have BLOCK_S rows, at most 32 on sm_100a (``kernels.tiles``). ``python -m
+products have BLOCK_S rows, at most 32 on sm_100a (``kernels.tiles``). The online softmax
+differs from the reference's one-pass softmax by fp32 rounding only. ``python -m
 kernels.aot`` rejects any build whose PTX still has a TF32 product.
 """
 from __future__ import annotations
