@@ -26,7 +26,6 @@ Output folder
     {"format": 1, "triton_version": "3.7.1",
      "targets": {"90a": {"capability": 90, "shared_limit": 232448}, ...},
      "tiles": [ {kernel, archs, dtypes, max_c_pad, constexprs, num_warps, num_stages}, ...],
-     "fused_max_c_pad": 32,
      "kernels": {"<kernel>": {"grid": [...], "workspace": ...}, ...},
      "builds": [record, ...], "rejected": [record + "problem", ...]}
 
@@ -39,7 +38,7 @@ A build ``record``:
 - ``constexprs``: every constexpr of the build, by name (``DP``, ``C_PAD``, ``BLOCK_S``, ...);
   a native launcher selects a build by exact match with the tile row's constexprs plus
   ``DP`` = d, ``C_PAD`` = max(16, next power of two of C) and, for ``group_merge``,
-  ``FUSED_EPILOGUE`` = (cdiv(S, TOKENS_PER_PROG) == 1 and C_PAD <= ``fused_max_c_pad``);
+  ``FUSED_EPILOGUE`` = (cdiv(S, TOKENS_PER_PROG) == 1);
 - ``signature``: the kernel parameters in the order the cubin expects, as ``{"name",
   "type"}`` with Triton types (``*fp16`` pointer, ``i32``, ``fp32``). The last two entries,
   ``global_scratch`` and ``profile_scratch`` (``*i8``), are the scratch pointers Triton
@@ -113,8 +112,8 @@ KERNEL_NOTES = {
         "grid": ["B", "cdiv(S, TOKENS_PER_PROG)", "1"],
         "args": "a' [B,S,d] and c' [B,C,d] any strides (element strides); weights/biases contiguous; "
                 "out P [B,C,d] contiguous; assign_ptr unused (STORE_ASSIGN=0): pass out_ptr",
-        "workspace": "split = cdiv(S, TOKENS_PER_PROG); FUSED_EPILOGUE=1 when split == 1 and C_PAD <= "
-                     "FUSED_MAX_C_PAD (part_* unused: pass out_ptr); else part_sum fp32 [B, split, C_PAD, DP] and part_cnt int32 [B, split, C_PAD], "
+        "workspace": "split = cdiv(S, TOKENS_PER_PROG); FUSED_EPILOGUE=1 when split == 1 (part_* unused: pass "
+                     "out_ptr); else part_sum fp32 [B, split, C_PAD, DP] and part_cnt int32 [B, split, C_PAD], "
                      "then group_merge_epilogue with split",
     },
     "group_merge_epilogue": {
@@ -166,7 +165,7 @@ def plan(archs, dtypes, groups=GROUPS, d=PROMPT_DIM, tokens=TOKENS_RANGE, kernel
                 merge = tiles.merge_tile(arch, dtype, c_pad)
                 tpp = merge.constexprs["TOKENS_PER_PROG"]
                 splits = [max(1, -(-s // tpp)) for s in tokens]  # programs per sample at the fewest / most tokens
-                fused_cases = sorted({tiles.merge_fused(c_pad, split) for split in splits}, reverse=True)
+                fused_cases = sorted({split == 1 for split in splits}, reverse=True)
                 for fused in fused_cases:
                     jobs.append(_job("group_merge", arch, dtype, merge, c_pad, dict(
                         common, FUSED_EPILOGUE=fused, NATIVE_DOT=native, STORE_ASSIGN=False)))
@@ -332,7 +331,6 @@ def run(archs, dtypes, out_dir, groups=GROUPS, d=PROMPT_DIM, jobs=1, kernels=Non
         "triton_version": triton.__version__,
         "targets": {a: {"capability": tiles.CAPABILITY[a], "shared_limit": tiles.SHARED_LIMIT[a]} for a in archs},
         "tiles": tiles.as_json(),
-        "fused_max_c_pad": tiles.FUSED_MAX_C_PAD,
         "kernels": KERNEL_NOTES,
         "builds": [r for r in records if "problem" not in r],
         "rejected": [r for r in records if "problem" in r],

@@ -28,7 +28,7 @@ tokens first and projects C rows instead of S, ``P = c' + o(mask * v(sums / max(
 where ``mask = n > 0`` zeroes an empty group's projection, otherwise ``v(0) = bv`` would
 leak v's bias into it: an empty group gets exactly ``c' + o.bias``.
 
-With SPLIT == 1 and C_PAD <= 32 the epilogue runs in the same launch. Otherwise every program writes
+With SPLIT == 1 the epilogue runs in the same launch. Otherwise every program writes
 its partial [C_PAD, d] sums and [C_PAD] counts to a small fp32/int32 workspace and a
 second, tiny launch, grid ``(B, C_PAD / BLOCK_C)`` (each group row is independent), adds
 the SPLIT partials in index order and applies the epilogue to BLOCK_C rows per program.
@@ -52,10 +52,9 @@ upcasting. Every product with an fp32 operand uses ``input_precision="ieee"``: T
 would round operands to 10 mantissa bits and flip near-tie assignments against the fp32
 reference. On sm_100, Triton 3.7 nevertheless lowers an fp32 product of 64 rows or more
 with an operand upcast in the kernel from fp16 / bf16 to TF32 tensor cores (``tcgen05.mma
-kind::tf32``), so no fp32 product here has more than 32 rows: ``k(c')`` is formed
-transposed (d rows), the epilogue runs on at most 32 group rows per program (``BLOCK_C``,
-and in-launch only for C_PAD <= 32), and ``python -m kernels.aot`` rejects any build whose
-PTX still contains a TF32 product.
+kind::tf32``), so no fp32 product here has more than 32 rows (for d = 32): ``k(c')`` and
+the epilogue's projections are formed transposed (d rows), and ``python -m kernels.aot``
+rejects any build whose PTX still contains a TF32 product.
 
 Bytes moved (the lower bound the benchmark reports against):
 ``B * S * d * elt`` (a') + ``2 * B * C * d * elt`` (c' in, P out) + weights, plus
@@ -157,17 +156,19 @@ def _load_wt(w_ptr, offs_d, DP: tl.constexpr):
 
 @triton.jit
 def _merge_epilogue(sums, counts, c, v_w, v_b, o_w, o_b, offs_d, DP: tl.constexpr, PREC: tl.constexpr):
-    """Eq. 10 from the group sums: P = c' + o(mask * v(sums / max(n, 1))), mask = n > 0."""
-    mean = sums / tl.maximum(counts, 1).to(tl.float32)[:, None]
-    wv_t = _load_wt(v_w, offs_d, DP).to(tl.float32)
-    wo_t = _load_wt(o_w, offs_d, DP).to(tl.float32)
+    """Eq. 10 from the group sums: P = c' + o(mask * v(sums / max(n, 1))), mask = n > 0.
+    The projections are formed transposed, W X^T [d, rows], so they have d rows whatever the
+    number of groups (see "Precision")."""
+    mean_t = tl.trans(sums / tl.maximum(counts, 1).to(tl.float32)[:, None])  # [d, rows]
+    wv = tl.load(v_w + offs_d[:, None] * DP + offs_d[None, :]).to(tl.float32)  # [d_out, d_in]
+    wo = tl.load(o_w + offs_d[:, None] * DP + offs_d[None, :]).to(tl.float32)
     bv = tl.load(v_b + offs_d).to(tl.float32)
     bo = tl.load(o_b + offs_d).to(tl.float32)
     # linearity: v(mean of a) == mean of v(a) for a non-empty group; an empty group's
     # v(0) = bv must not enter, so its projection is zeroed before o.
-    proj = tl.dot(mean, wv_t, input_precision=PREC) + bv[None, :]
-    proj = tl.where((counts > 0)[:, None], proj, 0.0)
-    return c + (tl.dot(proj, wo_t, input_precision=PREC) + bo[None, :])
+    proj_t = tl.dot(wv, mean_t, input_precision=PREC) + bv[:, None]
+    proj_t = tl.where((counts > 0)[None, :], proj_t, 0.0)
+    return c + tl.trans(tl.dot(wo, proj_t, input_precision=PREC) + bo[:, None])
 
 
 @triton.jit
@@ -289,7 +290,7 @@ def _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, *, assign_out=Non
     if block_s % 16 or tokens_per_prog % block_s:
         raise ValueError(f"{kernel}: block_s must be a multiple of 16 dividing tokens_per_prog")
     split = max(1, triton.cdiv(S, tokens_per_prog))
-    fused = tiles.merge_fused(C_PAD, split)
+    fused = split == 1
     if not fused:
         part_sum = torch.empty((B, split, C_PAD, d), dtype=torch.float32, device=a.device)
         part_cnt = torch.empty((B, split, C_PAD), dtype=torch.int32, device=a.device)

@@ -7,8 +7,7 @@ num_stages)``; the tile for (kernel, arch, dtype, C_PAD) is the FIRST row whose 
 and ``dtypes`` contain the target's and whose ``max_c_pad`` >= C_PAD. The prompt width d
 and the token width D never change the tile (d sets the ``DP`` constexpr, D only the loop
 count), and neither does the batch or the token count S: S only decides the merge's
-``FUSED_EPILOGUE`` (``merge_fused``: one program per sample covers all S tokens and
-C_PAD <= 32).
+``FUSED_EPILOGUE`` (one program per sample covers all S tokens).
 
 Today one tile per kernel and C_PAD range fits every target and dtype (``python -m
 kernels.aot`` measures it: within shared memory, no spills, no TF32 products, at least
@@ -71,10 +70,6 @@ TILES = (
 )
 
 MAX_C_PAD = 256
-# The merge runs its epilogue in the same launch when one program covers all S tokens and
-# C_PAD is at most this: the epilogue's fp32 products have C_PAD rows, and Triton 3.7 lowers
-# fp32 products of 64 rows or more to TF32 tensor cores on sm_100 (see kernels.aot).
-FUSED_MAX_C_PAD = 32
 
 
 def arch_of_capability(major: int, minor: int) -> str:
@@ -124,11 +119,6 @@ def epilogue_tile(arch: str, dtype: str, c_pad: int) -> Tile:
 
 def inject_tile(arch: str, dtype: str, c_pad: int) -> Tile:
     return lookup("prompt_inject", arch, dtype, c_pad)
-
-
-def merge_fused(c_pad: int, split: int) -> bool:
-    """Whether the merge applies its epilogue in the same launch (``FUSED_EPILOGUE``)."""
-    return split == 1 and c_pad <= FUSED_MAX_C_PAD
 
 
 def tile_constexprs(tile: Tile, c_pad: int) -> dict:
