@@ -41,14 +41,14 @@ def test_capabilities_map_to_table_targets():
 
 
 def test_plan_builds_the_merge_variants_its_token_range_needs():
-    """The fused merge (one program covers S, C_PAD <= 32) only where some S of the range needs it."""
+    """The fused merge (one program covers all S tokens) only where some S of the range needs it."""
     def kinds(**kw):
         return sorted((j["kernel"], j["constexprs"].get("FUSED_EPILOGUE")) for j in aot.plan(["90a"], ["fp16"], **kw))
 
     split_only = [("group_merge", False), ("group_merge_epilogue", None), ("prompt_inject", None)]
     assert kinds(groups=[9]) == split_only  # GoPT presets: S >= 196 tokens
     assert kinds(groups=[9], tokens=(49, 4096)) == sorted(split_only + [("group_merge", True)])
-    assert kinds(groups=[40], tokens=(49, 4096)) == split_only  # C_PAD 64: never fused
+    assert kinds(groups=[9], tokens=(16, 64)) == [("group_merge", True), ("prompt_inject", None)]
     merge = aot.plan(["90a"], ["fp16"], groups=[9])[0]
     assert merge["constexprs"]["C_PAD"] == 16 and merge["constexprs"]["DP"] == 32
 
