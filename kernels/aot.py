@@ -12,9 +12,11 @@ triton wheel. The tiles come from ``kernels.tiles``, the same table the dispatch
 Line info is left out (``TRITON_DISABLE_LINE_INFO=1``). Set ``TRITON_CACHE_DIR`` to reuse
 compiled kernels between runs.
 
-Exit status 1, naming the build, when a build cannot compile or needs more shared memory
-than its target allows (``tiles.SHARED_LIMIT``); the manifest is still written, with the
-failed builds under ``rejected``.
+Exit status 1, naming the build, when a build cannot compile, needs more shared memory
+than its target allows (``tiles.SHARED_LIMIT``) or rounds fp32 products to TF32 (Triton 3.7
+does that on sm_100 for an fp32 ``tl.dot`` of 64 rows or more with an operand upcast in the
+kernel from 16 bits, ``input_precision="ieee"`` notwithstanding); the manifest is still written,
+with the failed builds under ``rejected``.
 
 Output folder
 -------------
@@ -162,7 +164,8 @@ def plan(archs, dtypes, groups=GROUPS, d=PROMPT_DIM, tokens=TOKENS_RANGE, kernel
                 native = dtype != "fp32"
                 merge = tiles.merge_tile(arch, dtype, c_pad)
                 tpp = merge.constexprs["TOKENS_PER_PROG"]
-                fused_cases = ([True] if tokens[0] <= tpp else []) + ([False] if tokens[1] > tpp else [])
+                splits = [max(1, -(-s // tpp)) for s in tokens]  # programs per sample at the fewest / most tokens
+                fused_cases = sorted({split == 1 for split in splits}, reverse=True)
                 for fused in fused_cases:
                     jobs.append(_job("group_merge", arch, dtype, merge, c_pad, dict(
                         common, FUSED_EPILOGUE=fused, NATIVE_DOT=native, STORE_ASSIGN=False)))
@@ -201,6 +204,15 @@ def grid(kernel: str, constexprs: dict) -> list[str]:
             expr = str(num // den)
         out.append(expr)
     return out
+
+
+def grid_size(record: dict, B: int, S: int) -> int:
+    """Programs a build launches for batch B and S tokens (its ``grid`` evaluated)."""
+    names = {"B": B, "S": S, "cdiv": lambda x, y: -(-x // y)}
+    size = 1
+    for expr in record["grid"]:
+        size *= eval(expr.replace(" / ", " // "), {"__builtins__": {}}, names)  # our own expressions
+    return size
 
 
 def ptxas_resources(ptx: str, arch: str) -> dict:
@@ -280,6 +292,8 @@ def compile_build(job: dict, out_dir: str) -> dict:
     problems = []
     if meta.shared > tiles.SHARED_LIMIT[arch]:
         problems.append(f"needs {meta.shared} B of shared memory, sm_{arch} allows {tiles.SHARED_LIMIT[arch]} B")
+    if record["tf32_mma"]:
+        problems.append(f"{record['tf32_mma']} TF32 tensor-core products: fp32 operands would be rounded")
     if meta.global_scratch_size or meta.profile_scratch_size or meta.num_ctas != 1 or meta.launch_pdl \
             or meta.launch_cooperative_grid:
         problems.append("needs scratch memory, clusters, PDL or a cooperative launch")

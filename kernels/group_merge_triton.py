@@ -50,7 +50,11 @@ reads fp32 logits. With 16-bit inputs the two token-sized products (``a Wq^T`` a
 are exact in fp32 and accumulation is fp32, which is what the reference computes after
 upcasting. Every product with an fp32 operand uses ``input_precision="ieee"``: TF32
 would round operands to 10 mantissa bits and flip near-tie assignments against the fp32
-reference.
+reference. On sm_100, Triton 3.7 nevertheless lowers an fp32 product of 64 rows or more
+with an operand upcast in the kernel from fp16 / bf16 to TF32 tensor cores (``tcgen05.mma
+kind::tf32``), so no fp32 product here has more than 32 rows (for d = 32): ``k(c')`` and
+the epilogue's projections are formed transposed (d rows), and ``python -m kernels.aot``
+rejects any build whose PTX still contains a TF32 product.
 
 Bytes moved (the lower bound the benchmark reports against):
 ``B * S * d * elt`` (a') + ``2 * B * C * d * elt`` (c' in, P out) + weights, plus
@@ -152,17 +156,19 @@ def _load_wt(w_ptr, offs_d, DP: tl.constexpr):
 
 @triton.jit
 def _merge_epilogue(sums, counts, c, v_w, v_b, o_w, o_b, offs_d, DP: tl.constexpr, PREC: tl.constexpr):
-    """Eq. 10 from the group sums: P = c' + o(mask * v(sums / max(n, 1))), mask = n > 0."""
-    mean = sums / tl.maximum(counts, 1).to(tl.float32)[:, None]
-    wv_t = _load_wt(v_w, offs_d, DP).to(tl.float32)
-    wo_t = _load_wt(o_w, offs_d, DP).to(tl.float32)
+    """Eq. 10 from the group sums: P = c' + o(mask * v(sums / max(n, 1))), mask = n > 0.
+    The projections are formed transposed, W X^T [d, rows], so they have d rows whatever the
+    number of groups (see "Precision")."""
+    mean_t = tl.trans(sums / tl.maximum(counts, 1).to(tl.float32)[:, None])  # [d, rows]
+    wv = tl.load(v_w + offs_d[:, None] * DP + offs_d[None, :]).to(tl.float32)  # [d_out, d_in]
+    wo = tl.load(o_w + offs_d[:, None] * DP + offs_d[None, :]).to(tl.float32)
     bv = tl.load(v_b + offs_d).to(tl.float32)
     bo = tl.load(o_b + offs_d).to(tl.float32)
     # linearity: v(mean of a) == mean of v(a) for a non-empty group; an empty group's
     # v(0) = bv must not enter, so its projection is zeroed before o.
-    proj = tl.dot(mean, wv_t, input_precision=PREC) + bv[None, :]
-    proj = tl.where((counts > 0)[:, None], proj, 0.0)
-    return c + (tl.dot(proj, wo_t, input_precision=PREC) + bo[None, :])
+    proj_t = tl.dot(wv, mean_t, input_precision=PREC) + bv[:, None]
+    proj_t = tl.where((counts > 0)[None, :], proj_t, 0.0)
+    return c + tl.trans(tl.dot(wo, proj_t, input_precision=PREC) + bo[:, None])
 
 
 @triton.jit
@@ -183,9 +189,9 @@ def _group_merge_kernel(
     # prologue: k(c') for this sample, [C_PAD, d] fp32, padded rows zero
     c = tl.load(c_ptr + b * stride_cb + offs_c[:, None] * stride_cc + offs_d[None, :] * stride_cd,
                 mask=cmask[:, None], other=0.0).to(tl.float32)
-    wk_t = _load_wt(k_w, offs_d, DP).to(tl.float32)
+    wk = tl.load(k_w + offs_d[:, None] * DP + offs_d[None, :]).to(tl.float32)  # [d_out, d_in]
     bk = tl.load(k_b + offs_d).to(tl.float32)
-    k_t = tl.trans(tl.dot(c, wk_t, input_precision=PREC) + bk[None, :])  # [d, C_PAD]
+    k_t = tl.dot(wk, tl.trans(c), input_precision=PREC) + bk[:, None]  # k(c')^T [d, C_PAD], d rows
     bq = tl.load(q_b + offs_d).to(tl.float32)
     if NATIVE_DOT:
         wq_t = _load_wt(q_w, offs_d, DP)  # 16-bit operand for the tensor cores
@@ -284,7 +290,8 @@ def _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, *, assign_out=Non
     if block_s % 16 or tokens_per_prog % block_s:
         raise ValueError(f"{kernel}: block_s must be a multiple of 16 dividing tokens_per_prog")
     split = max(1, triton.cdiv(S, tokens_per_prog))
-    if split > 1:
+    fused = split == 1
+    if not fused:
         part_sum = torch.empty((B, split, C_PAD, d), dtype=torch.float32, device=a.device)
         part_cnt = torch.empty((B, split, C_PAD), dtype=torch.int32, device=a.device)
     else:
@@ -293,11 +300,11 @@ def _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, *, assign_out=Non
         a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b,
         out, part_sum, part_cnt, assign_out if assign_out is not None else out,
         S, C, *a.stride(), *c.stride(),
-        DP=d, C_PAD=C_PAD, BLOCK_S=block_s, TOKENS_PER_PROG=tokens_per_prog, FUSED_EPILOGUE=split == 1,
+        DP=d, C_PAD=C_PAD, BLOCK_S=block_s, TOKENS_PER_PROG=tokens_per_prog, FUSED_EPILOGUE=fused,
         NATIVE_DOT=dtype != torch.float32, STORE_ASSIGN=assign_out is not None, PREC=fp32_precision,
         num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
-    if split > 1:
+    if not fused:
         etile = tiles.epilogue_tile(arch, tiles.dtype_name(dtype), C_PAD)
         block_c = tiles.tile_constexprs(etile, C_PAD)["BLOCK_C"]
         _group_merge_epilogue_kernel[(B, C_PAD // block_c)](

@@ -10,14 +10,15 @@ Grid ``(cdiv(S, BLOCK_S), B)``: one program per block of BLOCK_S tokens of one s
 Every token is independent, so there is no cross-program reduction at all: results are
 deterministic and do not depend on the batch or the blocking of other tokens.
 
-* Prologue (token-independent, per program): P [C_PAD, d] (C padded to a power of two
-  >= 16, padded rows zero), ``k(P)`` and ``o(v(P))`` [C_PAD, d] are computed in-kernel and
-  stay in registers next to the d x d weights. Recomputing them per token block costs
-  ``3 C_PAD d^2`` FMAs, a few percent of the block's ``2 BLOCK_S D d``, and saves a launch.
 * Pass 1 over D in chunks of BLOCK_D: ``q = down(f_blk)`` [BLOCK_S, d] accumulates in fp32.
-* On chip: ``softmax(q P^T / sqrt(d))`` with padded groups at -inf, ``r = attn P``,
-  fp32 logits ``q(r) . k(P_j)`` (padded groups -inf), ``h = first argmax`` (lowest index on
-  exact ties), ``p = r + onehot(h) o(v(P))`` (the one-hot product is an exact gather).
+* Groups in chunks of BLOCK_C (so registers and shared memory do not grow with C, up to
+  256): ``r = softmax(q P^T / sqrt(d)) P`` as an online softmax (running max and sum,
+  chunks in index order), then per chunk ``k(P_c)`` and ``o(v(P_c))`` [BLOCK_C, d], fp32
+  logits ``q(r) . k(P_j)`` (groups >= C at -inf), the chunk's first argmax and its group's
+  value (a one-hot product: an exact gather); a later chunk replaces the running best only
+  if strictly greater, so ``h`` is the lowest index among exact ties, as ``torch.argmax``.
+  ``p = r + o(v(P_h))``. Recomputing the group projections per token block costs
+  ``3 C d^2`` FMAs, a few percent of the block's ``2 BLOCK_S D d``, and saves a launch.
 * Pass 2 over D: ``u = up(p)`` chunk by chunk, ``out = f * (1 + u)``, stored once.
 
 Layouts: f and P may have any strides (all three are kernel arguments). The first prompter
@@ -25,7 +26,7 @@ gets f straight from the patch embedding, ``flatten(2).transpose(1, 2)``, i.e. s
 (S D, 1, S), and reads it in place without a copy; every later block hands over a contiguous f.
 The output is a new contiguous [B, S, D] tensor.
 
-Tiles (BLOCK_S, BLOCK_D, warps, stages) come from ``kernels.tiles`` for the device's
+Tiles (BLOCK_S, BLOCK_D, BLOCK_C, warps, stages) come from ``kernels.tiles`` for the device's
 target and the dtype.
 
 Memory traffic: f is read from DRAM once and written once. Pass 2 re-reads the block's
@@ -46,6 +47,12 @@ would then still overflow f * (1 + u) for any f of that model's scale). Every
 product with fp32 operands uses ``input_precision="ieee"``: TF32 would round operands
 to 10 mantissa bits, flip near-tie assignments and break fp32 parity ("tf32x3" is the
 near-fp32 alternative, selectable through ``_prompt_inject(fp32_precision=...)``).
+On sm_100, Triton 3.7 lowers an fp32 product of 64 rows or more with an operand upcast
+in the kernel from fp16 / bf16 to TF32 tensor cores despite ``"ieee"``; so no fp32 product here has
+more than 32 rows: the group projections are formed transposed (d rows), and the token
+products have BLOCK_S rows, at most 32 on sm_100a (``kernels.tiles``). The online softmax
+differs from the reference's one-pass softmax by fp32 rounding only. ``python -m
+kernels.aot`` rejects any build whose PTX still has a TF32 product.
 """
 from __future__ import annotations
 
@@ -64,31 +71,33 @@ def _load_wt(w_ptr, offs_d, DP: tl.constexpr):
 
 
 @triton.jit
+def _load_w(w_ptr, offs_d, DP: tl.constexpr):
+    """An nn.Linear weight W [d_out, d_in] (row-major, contiguous)."""
+    return tl.load(w_ptr + offs_d[:, None] * DP + offs_d[None, :])
+
+
+@triton.jit
+def _load_groups(P_rows, offs_c, offs_d, C, stride_pc, stride_pd):
+    """P rows ``offs_c`` [BLOCK_C, d] in fp32, rows >= C zero."""
+    return tl.load(P_rows + offs_c[:, None] * stride_pc + offs_d[None, :] * stride_pd,
+                   mask=(offs_c < C)[:, None], other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _prompt_inject_kernel(
     f_ptr, P_ptr, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, up_w, up_b,
     out_ptr, assign_ptr,
     S, C, D, inv_sqrt_d,
     stride_fb, stride_fs, stride_fd, stride_pb, stride_pc, stride_pd,
     DP: tl.constexpr, C_PAD: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
-    NATIVE_DOT: tl.constexpr, STORE_ASSIGN: tl.constexpr, PREC: tl.constexpr,
+    BLOCK_C: tl.constexpr, NATIVE_DOT: tl.constexpr, STORE_ASSIGN: tl.constexpr, PREC: tl.constexpr,
 ):
     pid_s = tl.program_id(0)
     b = tl.program_id(1)
     offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
     smask = offs_s < S
     offs_d = tl.arange(0, DP)
-    offs_c = tl.arange(0, C_PAD)
-    cmask = offs_c < C
-
-    # prologue: the group prompts and their token-independent projections, fp32 [C_PAD, d]
-    P = tl.load(P_ptr + b * stride_pb + offs_c[:, None] * stride_pc + offs_d[None, :] * stride_pd,
-                mask=cmask[:, None], other=0.0).to(tl.float32)
-    k_t = tl.trans(tl.dot(P, _load_wt(k_w, offs_d, DP).to(tl.float32), input_precision=PREC)
-                   + tl.load(k_b + offs_d).to(tl.float32)[None, :])  # [d, C_PAD]
-    vP = (tl.dot(P, _load_wt(v_w, offs_d, DP).to(tl.float32), input_precision=PREC)
-          + tl.load(v_b + offs_d).to(tl.float32)[None, :])
-    group_values = (tl.dot(vP, _load_wt(o_w, offs_d, DP).to(tl.float32), input_precision=PREC)
-                    + tl.load(o_b + offs_d).to(tl.float32)[None, :])  # o(v(P)) [C_PAD, d]
+    P_rows = P_ptr + b * stride_pb
 
     # pass 1: q = down(f), [BLOCK_S, d]
     f_rows = f_ptr + b.to(tl.int64) * stride_fb + offs_s[:, None].to(tl.int64) * stride_fs
@@ -105,24 +114,56 @@ def _prompt_inject_kernel(
             acc = tl.dot(x, w, acc, input_precision=PREC)
     q = acc + tl.load(down_b + offs_d).to(tl.float32)[None, :]
 
-    # eq. 12, 14: r = softmax(q P^T / sqrt(d)) P
-    scores = tl.dot(q, tl.trans(P), input_precision=PREC) * inv_sqrt_d
-    scores = tl.where(cmask[None, :], scores, float("-inf"))
-    e = tl.exp(scores - tl.max(scores, axis=1)[:, None])
-    attn = e / tl.sum(e, axis=1)[:, None]
-    r = tl.dot(attn, P, input_precision=PREC)
+    # eq. 12, 14: r = softmax(q P^T / sqrt(d)) P, online over chunks of BLOCK_C groups
+    m = tl.full([BLOCK_S], float("-inf"), dtype=tl.float32)
+    den = tl.zeros([BLOCK_S], dtype=tl.float32)
+    r = tl.zeros([BLOCK_S, DP], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        Pc = _load_groups(P_rows, offs_c, offs_d, C, stride_pc, stride_pd)
+        scores = tl.dot(q, tl.trans(Pc), input_precision=PREC) * inv_sqrt_d
+        scores = tl.where((offs_c < C)[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m, tl.max(scores, axis=1))
+        scale = tl.exp(m - m_new)  # 0 at the first chunk
+        e = tl.exp(scores - m_new[:, None])
+        den = den * scale + tl.sum(e, axis=1)
+        r = r * scale[:, None] + tl.dot(e, Pc, input_precision=PREC)
+        m = m_new
+    r = r / den[:, None]
 
-    # eq. 11: h = argmax_j q(r) . k(P_j), fp32, lowest index on exact ties
+    # eq. 11: h = argmax_j q(r) . k(P_j), fp32, lowest index on exact ties; with it the gathered
+    # group value o(v(P_h)). Group projections are formed transposed, W P_c^T [d, BLOCK_C], so
+    # no fp32 product has more than max(d, BLOCK_S) rows (see "Precision").
     qr = (tl.dot(r, _load_wt(q_w, offs_d, DP).to(tl.float32), input_precision=PREC)
           + tl.load(q_b + offs_d).to(tl.float32)[None, :])
-    logits = tl.dot(qr, k_t, input_precision=PREC)
-    logits = tl.where(cmask[None, :], logits, float("-inf"))
-    best = tl.max(logits, axis=1)
-    h = tl.min(tl.where(logits == best[:, None], offs_c[None, :], C_PAD), axis=1)
+    wk = _load_w(k_w, offs_d, DP).to(tl.float32)
+    wv = _load_w(v_w, offs_d, DP).to(tl.float32)
+    wo = _load_w(o_w, offs_d, DP).to(tl.float32)
+    bk = tl.load(k_b + offs_d).to(tl.float32)
+    bv = tl.load(v_b + offs_d).to(tl.float32)
+    bo = tl.load(o_b + offs_d).to(tl.float32)
+    best = tl.full([BLOCK_S], float("-inf"), dtype=tl.float32)
+    h = tl.zeros([BLOCK_S], dtype=tl.int32)
+    value = tl.zeros([BLOCK_S, DP], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        Pc_t = tl.trans(_load_groups(P_rows, offs_c, offs_d, C, stride_pc, stride_pd))  # [d, BLOCK_C]
+        k_t = tl.dot(wk, Pc_t, input_precision=PREC) + bk[:, None]  # k(P_c)^T
+        logits = tl.dot(qr, k_t, input_precision=PREC)
+        logits = tl.where((offs_c < C)[None, :], logits, float("-inf"))
+        chunk_best = tl.max(logits, axis=1)
+        chunk_h = tl.min(tl.where(logits == chunk_best[:, None], offs_c[None, :], C_PAD), axis=1)
+        values_t = tl.dot(wo, tl.dot(wv, Pc_t, input_precision=PREC) + bv[:, None],
+                          input_precision=PREC) + bo[:, None]  # o(v(P_c))^T [d, BLOCK_C]
+        onehot = (chunk_h[:, None] == offs_c[None, :]).to(tl.float32)
+        chunk_value = tl.dot(onehot, tl.trans(values_t), input_precision=PREC)  # exact gather
+        better = chunk_best > best  # strictly: an equal maximum in a later chunk has a higher index
+        best = tl.where(better, chunk_best, best)
+        h = tl.where(better, chunk_h, h)
+        value = tl.where(better[:, None], chunk_value, value)
     if STORE_ASSIGN:
         tl.store(assign_ptr + b * S + offs_s, h, mask=smask)
-    onehot = (h[:, None] == offs_c[None, :]).to(tl.float32)
-    p = r + tl.dot(onehot, group_values, input_precision=PREC)  # gather o(v(P_h))
+    p = r + value
     if NATIVE_DOT:
         p_hi = p.to(f_ptr.dtype.element_ty)
         p_lo = (p - p_hi.to(tl.float32)).to(f_ptr.dtype.element_ty)
@@ -145,10 +186,11 @@ def _prompt_inject_kernel(
 
 
 def _prompt_inject(f, P, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, up_w, up_b, *,
-                   assign_out=None, arch=None, block_s=None, block_d=None, fp32_precision=FP32_DOT_PRECISION):
+                   assign_out=None, arch=None, block_s=None, block_d=None, block_c=None,
+                   fp32_precision=FP32_DOT_PRECISION):
     """The kernel with its knobs: ``assign_out`` (int32 [B, S]) receives the assignments h;
     ``arch`` picks the tile of another target (``kernels.tiles``; default: the device's);
-    ``block_s`` / ``block_d`` override the tile's blocking (powers of two >= 16)."""
+    ``block_s`` / ``block_d`` / ``block_c`` override the tile's blocking (powers of two >= 16)."""
     kernel = "prompt_inject"
     if not (isinstance(f, torch.Tensor) and f.ndim == 3 and isinstance(P, torch.Tensor) and P.ndim == 3):
         raise ValueError(f"{kernel}: f must be [B, S, D] and P [B, C, d], got "
@@ -172,13 +214,14 @@ def _prompt_inject(f, P, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b,
     tile = tiles.inject_tile(arch or device_arch(f.device), tiles.dtype_name(dtype), C_PAD)
     block_s = block_s or tile.constexprs["BLOCK_S"]
     block_d = block_d or tile.constexprs["BLOCK_D"]
+    block_c = block_c or tiles.tile_constexprs(tile, C_PAD)["BLOCK_C"]
     grid = (triton.cdiv(S, block_s), B)
     _prompt_inject_kernel[grid](
         f, P, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, up_w, up_b,
         out, assign_out if assign_out is not None else out,
         S, C, D, 1.0 / d ** 0.5,
         *f.stride(), *P.stride(),
-        DP=d, C_PAD=C_PAD, BLOCK_S=block_s, BLOCK_D=block_d,
+        DP=d, C_PAD=C_PAD, BLOCK_S=block_s, BLOCK_D=block_d, BLOCK_C=block_c,
         NATIVE_DOT=dtype != torch.float32, STORE_ASSIGN=assign_out is not None, PREC=fp32_precision,
         num_warps=tile.num_warps, num_stages=tile.num_stages,
     )

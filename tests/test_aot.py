@@ -40,12 +40,16 @@ def test_capabilities_map_to_table_targets():
         tiles.arch_of_capability(7, 5)
 
 
-def test_plan_covers_both_merge_variants_for_the_gopt_token_range():
-    jobs = aot.plan(["90a"], ["fp16"], groups=[9])
-    kinds = sorted((j["kernel"], j["constexprs"].get("FUSED_EPILOGUE")) for j in jobs)
-    assert kinds == [("group_merge", False), ("group_merge", True), ("group_merge_epilogue", None),
-                     ("prompt_inject", None)]
-    merge = next(j for j in jobs if j["kernel"] == "group_merge")
+def test_plan_builds_the_merge_variants_its_token_range_needs():
+    """The fused merge (one program covers all S tokens) only where some S of the range needs it."""
+    def kinds(**kw):
+        return sorted((j["kernel"], j["constexprs"].get("FUSED_EPILOGUE")) for j in aot.plan(["90a"], ["fp16"], **kw))
+
+    split_only = [("group_merge", False), ("group_merge_epilogue", None), ("prompt_inject", None)]
+    assert kinds(groups=[9]) == split_only  # GoPT presets: S >= 196 tokens
+    assert kinds(groups=[9], tokens=(49, 4096)) == sorted(split_only + [("group_merge", True)])
+    assert kinds(groups=[9], tokens=(16, 64)) == [("group_merge", True), ("prompt_inject", None)]
+    merge = aot.plan(["90a"], ["fp16"], groups=[9])[0]
     assert merge["constexprs"]["C_PAD"] == 16 and merge["constexprs"]["DP"] == 32
 
 
@@ -83,3 +87,38 @@ def test_cli_rejects_unknown_targets(capsys):
     with pytest.raises(SystemExit):
         aot.main(["--arch", "75"])
     assert "--arch must be among" in capsys.readouterr().err
+
+
+VIT_B_GROUPS = [9, 40, 150]  # MFNet, NYUDv2, ADE20K class counts: C_PAD 16, 64, 256
+
+
+@pytest.mark.slow
+def test_vit_b_builds_fit_the_robot_and_server_targets(tmp_path, monkeypatch):
+    """Every ViT-B build (d = 32; C = 9, 40, 150; fp32 / fp16 / bf16) for Jetson Orin (sm_87) and
+    H100 (sm_90a), compiled from scratch: within the target's shared memory, no spills in 16-bit
+    builds (fp32 at most a few bytes), no TF32 products, and at batch 1, S = 1200 (480x640)
+    enough programs to spread over the GPU."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))  # nothing reused from earlier runs
+    manifest = aot.run(["87", "90a"], ["fp32", "fp16", "bf16"], tmp_path / "aot", groups=VIT_B_GROUPS, jobs=2)
+    assert not manifest["rejected"], [(aot.build_stem(r), r["problem"]) for r in manifest["rejected"]]
+    builds = manifest["builds"]
+    assert len(builds) == len(aot.plan(["87", "90a"], ["fp32", "fp16", "bf16"], groups=VIT_B_GROUPS)) == 54
+    for r in builds:
+        what = aot.build_stem(r)
+        assert r["shared_bytes"] <= tiles.SHARED_LIMIT[r["arch"]], what
+        assert r["tf32_mma"] == 0, what
+        spills = r["spill_store_bytes"] + r["spill_load_bytes"]
+        assert spills <= (0 if r["dtype"] != "fp32" else 16), f"{what}: {spills} B of spills"
+        programs = aot.grid_size(r, B=1, S=1200)
+        least = {"group_merge": 10, "group_merge_epilogue": 1, "prompt_inject": 32}[r["kernel"]]
+        assert programs >= least, f"{what}: {programs} programs at batch 1"
+
+
+def test_blackwell_fp32_products_stay_fp32(tmp_path):
+    """sm_100a: Triton lowers fp32 products of >= 64 rows with a 16-bit-upcast operand to TF32
+    tensor cores; the kernels keep every such product at <= 32 rows, so the PTX has no TF32
+    instruction (the C = 40 fp16 inject and epilogue builds, where it did)."""
+    manifest = aot.run(["100a"], ["fp16"], tmp_path, groups=[40], kernels=["prompt_inject", "group_merge_epilogue"],
+                       jobs=2)
+    assert not manifest["rejected"], [(aot.build_stem(r), r["problem"]) for r in manifest["rejected"]]
+    assert [r["tf32_mma"] for r in manifest["builds"]] == [0, 0]

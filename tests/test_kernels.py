@@ -26,6 +26,7 @@ pytest.importorskip("triton", reason="Triton is not installed")
 import torch.nn.functional as F  # noqa: E402
 
 import kernels  # noqa: E402
+from kernels import tiles  # noqa: E402
 from kernels.group_merge_triton import _group_merge, group_merge_triton  # noqa: E402
 from kernels.prompt_inject_triton import _prompt_inject, prompt_inject_triton  # noqa: E402
 from kernels.reference import (cross_attend, group_logits, group_merge_reference, merge_groups,  # noqa: E402
@@ -296,17 +297,19 @@ def test_prompt_inject_matches_reference(B, S, C, d, D, knobs, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_prompt_inject_ties_go_to_the_lowest_group(dtype):
-    """k ignores P's last coordinate (zero column), and groups 1 and 3 differ from 0 and 2 only
+@pytest.mark.parametrize("C,knobs", [(4, dict()), (40, dict(block_c=16))])
+def test_prompt_inject_ties_go_to_the_lowest_group(dtype, C, knobs):
+    """k ignores P's last coordinate (zero column), and group j + C/2 differs from group j only
     there: their k(P) rows, hence their logits, are exactly equal, while their o(v(P)) differ,
-    so the tie-break shows in the output."""
+    so the tie-break shows in the output. With C = 40 in chunks of 16 groups the two members of
+    every tie sit in different chunks."""
     g = torch.Generator().manual_seed(4)
-    B, S, C, d, D = 2, 24, 4, 16, 384
+    B, S, d, D = 2, 24, 16, 384
     f = torch.randn(B, S, D, generator=g)
     P = dyadic((B, C, d), g)
-    P[:, 1], P[:, 3] = P[:, 0].clone(), P[:, 2].clone()
-    P[:, 1, -1] += 1.0
-    P[:, 3, -1] -= 1.0
+    half = C // 2
+    P[:, half:] = P[:, :half].clone()
+    P[:, half:, -1] += 1.0
     down = linear_params(d, D, g, scale=1 / math.sqrt(D))
     q = linear_params(d, d, g)
     k = [dyadic((d, d), g, -2, 3), dyadic((d,), g)]
@@ -319,7 +322,7 @@ def test_prompt_inject_ties_go_to_the_lowest_group(dtype):
     assert ((logits == top).sum(-1) > 1).all(), "every token's best group must be an exact tie"
     lowest = (logits == top).float().argmax(-1)
     highest = C - 1 - (logits == top).flip(-1).float().argmax(-1)
-    out, assign = run_inject(args)
+    out, assign = run_inject(args, **knobs)
     assert torch.equal(assign.long(), lowest)
     assert_outputs_close(out, prompt_inject_reference(*args), dtype)
     wrong = inject_given(highest, *args)
@@ -345,6 +348,57 @@ def test_prompt_inject_strided_tokens_and_determinism():
     assert torch.equal(prompt_inject_triton(transposed, *args[1:]), out)
     assert torch.equal(prompt_inject_triton(*args), out)
     alone = prompt_inject_triton(args[0][1:], args[1][1:], *args[2:])
+    assert torch.equal(alone, out[1:])
+
+
+# ---- every tile of kernels/tiles.py ------------------------------------------------------------------
+
+def table_tiles(*kernels):
+    """One (arch, dtype, C_PAD) for each distinct combination of tiles the table gives ``kernels``
+    (fp32 / fp16: the interpreter cannot run bf16), as pytest params."""
+    seen = {}
+    for arch in tiles.ARCHS:
+        for dtype in ("fp32", "fp16"):
+            for c_pad in (16, 32, 64, 128, 256):
+                key = [dtype]
+                for kernel in kernels:
+                    tile = tiles.lookup(kernel, arch, dtype, c_pad)
+                    key += [tile.num_warps, tile.num_stages, *sorted(tiles.tile_constexprs(tile, c_pad).items())]
+                seen.setdefault(tuple(key), (arch, dtype, c_pad))
+    return [pytest.param(*v, id=f"sm{v[0]}-{v[1]}-cpad{v[2]}") for v in seen.values()]
+
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+@pytest.mark.parametrize("arch,dtype,c_pad", table_tiles("group_merge", "group_merge_epilogue"))
+def test_group_merge_every_tile_matches_reference_and_is_batch_invariant(arch, dtype, c_pad):
+    """The target's tile at a ragged S of several programs per sample (the split reduction and the
+    row-blocked epilogue): reference parity, bitwise repeatability, a sample alone == in a batch."""
+    tile = tiles.merge_tile(arch, dtype, c_pad)
+    C, S = c_pad // 2 + 3, 2 * tile.constexprs["TOKENS_PER_PROG"] + 21
+    args = merge_inputs(3, S, C, 32, TORCH_DTYPES[dtype], seed=c_pad)
+    P, assign = run_merge(args, arch=arch)
+    assert_assignments(assign, merge_logits(*args))
+    assert_outputs_close(P, merge_given(assign, *args).to(args[0].dtype), args[0].dtype)
+    assert torch.equal(_group_merge(*args, arch=arch), P)
+    alone = _group_merge(args[0][1:2], args[1][1:2], *args[2:], arch=arch)
+    assert torch.equal(alone, P[1:2])
+
+
+@pytest.mark.parametrize("arch,dtype,c_pad", table_tiles("prompt_inject"))
+def test_prompt_inject_every_tile_matches_reference_and_is_batch_invariant(arch, dtype, c_pad):
+    """The target's tile with ragged S, several D chunks and (C_PAD > 16) several group chunks:
+    reference parity, bitwise repeatability, a sample alone == in a batch."""
+    tile = tiles.inject_tile(arch, dtype, c_pad)
+    C = 11 if c_pad == 16 else 2 * tiles.tile_constexprs(tile, c_pad)["BLOCK_C"] + 5
+    S = 2 * tile.constexprs["BLOCK_S"] + 7
+    args = inject_inputs(2, S, C, 32, 384, TORCH_DTYPES[dtype], seed=c_pad + 1)
+    out, assign = run_inject(args, arch=arch)
+    assert_assignments(assign, inject_logits(*args))
+    assert_outputs_close(out, inject_given(assign, *args), args[0].dtype)
+    assert torch.equal(_prompt_inject(*args, arch=arch), out)
+    alone = _prompt_inject(args[0][1:], args[1][1:], *args[2:], arch=arch)
     assert torch.equal(alone, out[1:])
 
 
