@@ -207,3 +207,35 @@ def test_c_library_matches_the_reference_on_a_gpu(dtype, B, S, C):
     tol = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1e-1}[dtype]
     assert (P.float() - ref_P.float()).abs().max() <= tol
     assert (out.float() - ref_out.float()).abs().max() <= tol * max(1.0, ref_out.float().abs().max().item())
+
+
+# ---- the embedding step -------------------------------------------------------------------------
+
+def test_embedding_refuses_what_the_launcher_cannot_run(tmp_path):
+    """native/embed_kernels.py turns a manifest into the C table; a changed image, a parameter
+    or grid the launcher does not know must fail the build, not embed something wrong."""
+    image = tmp_path / "k.cubin"
+    image.write_bytes(b"\x7fELF not really a cubin")
+    record = {"kernel": "group_merge_epilogue", "name": "_group_merge_epilogue_kernel", "arch": "90a",
+              "capability": 90, "dtype": "fp32", "constexprs": {"DP": 32, "C_PAD": 16, "BLOCK_C": 16},
+              "signature": [{"name": "c_ptr", "type": "*fp32"}, {"name": "split", "type": "i32"}],
+              "grid": ["B", "1", "1"], "block": [128, 1, 1], "shared_bytes": 0, "cubin": "k.cubin",
+              "cubin_sha256": hashlib.sha256(image.read_bytes()).hexdigest(), "ptx": "k.ptx", "ptx_sha256": ""}
+
+    def embed(**change):
+        (tmp_path / "manifest.json").write_text(json.dumps({"format": 1, "builds": [{**record, **change}]}))
+        return subprocess.run([sys.executable, str(ROOT / "native" / "embed_kernels.py"), str(tmp_path),
+                               str(tmp_path / "out"), "--ptx-arch="], capture_output=True, text=True)
+
+    ok = embed()
+    assert ok.returncode == 0, ok.stderr
+    table = (tmp_path / "out" / "gopt_variants.c").read_text()
+    assert "GOPT_K_GROUP_MERGE_EPILOGUE, 0, 90, 1, 0, 32, 16, -1, 0," in table
+    assert "gopt_variant_count = 1;" in table
+    assert f'.incbin "{image.resolve()}"' in (tmp_path / "out" / "gopt_images.S").read_text()
+    for change, message in ((dict(cubin_sha256="0" * 64), "differs from the manifest"),
+                            (dict(signature=[{"name": "mystery", "type": "i32"}]), "parameters ['mystery']"),
+                            (dict(grid=["B", "os.system('x')", "1"]), "grid expression"),
+                            (dict(signature=[{"name": "split", "type": "i64"}]), "parameter type 'i64'")):
+        bad = embed(**change)
+        assert bad.returncode == 1 and message in bad.stderr, bad.stderr
