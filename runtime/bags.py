@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from .files import atomic_dir
-from .ros_messages import frame_pair, image_fields, mask_images
+from .ros_messages import frame_pair, image_fields, mask_images, simcmf_image
 from .streams import FramePair, _aux_channels
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -203,6 +203,17 @@ class BagPair:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
+
+
+def click_frames(seg, source, points, labels=None) -> Iterator[tuple[BagFramePair, np.ndarray, float]]:
+    """SimCMF on every pair of ``source`` (a ``BagPair`` with ``modality=None``) with the
+    same clicks (image pixels): yields (frame, H x W bool mask, IoU estimate). The input is
+    the colour frame stacked with the auxiliary one as the model's modality says."""
+    if seg.kind != "simcmf":
+        raise ValueError("click_frames runs SimCMF models; GoPT models label frames with stream()")
+    for frame in source:
+        mask, iou = seg.run(simcmf_image(seg.config, frame.rgb, frame.aux), points=points, labels=labels)
+        yield frame, mask, iou
 
 
 class BagWriter:

@@ -310,3 +310,30 @@ def test_command_line_lists_topics_and_reports_unmatched(tmp_path, tiny_gopt_mod
     lone = len(rgb) + len(aux) - 2 * len(want)
     assert f"frames {len(want)}," in out and f"unmatched {lone} messages" in out
     assert f"{RGB_TOPIC} @ {stamp_text(rgb[1])}: no partner" in out
+
+
+def test_simcmf_clicks_on_a_bag(tmp_path):
+    """SimCMF through the bag path: each pair stacked RGB + thermal, the same click on every
+    frame, masks written with the RGB header; equal to Segmenter.run on the stacked frames."""
+    torch = pytest.importorskip("torch")
+    from test_simcmf import tiny_model
+
+    from runtime.bags import click_frames
+    from runtime.torch_backend import simcmf_backends
+
+    seg = Segmenter.from_backends(simcmf_backends(tiny_model(modality="rgbt"), torch.device("cpu")))
+    rgb, aux = schedule(4, seconds=0.5)
+    frames = mfnet_frames(len(rgb))
+    bag = write_bag(tmp_path / "in", rgbt_streams(rgb, aux, frames, "bgr8", "mono8"), "sqlite3")
+    source = BagPair(bag, RGB_TOPIC, AUX_TOPIC, modality=None)
+    out = tmp_path / "out"
+    with BagWriter(out, 2, "sqlite3", topic_prefix="simcmf") as w:
+        for frame, mask, iou in click_frames(seg, source, [(80, 60)]):
+            assert mask.shape == (SIZE[1], SIZE[0]) and mask.dtype == bool and np.isfinite(iou)
+            w.write(frame, mask)
+    want = expected_pairs(rgb, aux, 20 * 10**6)
+    raw = read_bag(out)["/simcmf/raw_segmentation_mask"]
+    assert [stamp_of(m) for _, m in raw] == [rgb[i] for i, _ in want]
+    for (_, m), (i, j) in zip(raw, want):
+        ref, _ = seg.run(np.dstack([frames[i][0], frames[j][1]]), points=[(80, 60)])
+        np.testing.assert_array_equal(image_to_numpy(m), ref.astype(np.uint8))

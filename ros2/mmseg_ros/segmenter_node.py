@@ -31,6 +31,7 @@ from message_filters import ApproximateTimeSynchronizer, Subscriber
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from runtime import Segmenter
 from runtime.ros_messages import frame_pair, image_fields, mask_images, simcmf_image
@@ -125,12 +126,7 @@ class SegmenterNode(Node):
                                   name="segmenter: " + self.seg.path.name, hardware_id=str(self.seg.device),
                                   message=f"{s['fps']:.1f} fps")
         status.values = [KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v)) for k, v in s.items()]
-        self.pub_diag.publish(DiagnosticArray(header=self._now_header(), status=[status]))
-
-    def _now_header(self):
-        from std_msgs.msg import Header
-
-        return Header(stamp=self.get_clock().now().to_msg())
+        self.pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
     def destroy_node(self):
         self.worker.close()
