@@ -208,33 +208,30 @@ class ShardReader:
             source.close()
 
     def _frames(self, shard: Shard, source):
-        frames, index, name = iter(source), 0, shard.name
+        frames, index = iter(source), 0  # index: the position of the next frame in the source
         while True:
             start = time.time()
             try:
                 frame = next(frames)
             except StopIteration:
                 return
-            except (ValueError, OSError) as e:  # a broken file or a stream that ends in a corrupt frame
-                label = name if name else f"{Path(shard.files()[0]).stem}_{index:06d}"
-                yield _row(shard, label, index, None, "skipped", f"cannot read: {e}", self.model_shape)
+            except (ValueError, OSError) as e:  # a broken file, or a stream that ends in a corrupt frame
+                name = shard.name or f"{Path(shard.files()[0]).stem}_{index:06d}"
+                yield _row(shard, name, index, None, "skipped", f"cannot read: {e}", self.model_shape)
                 return
             decoded = time.time()
-            name = shard.name or frame.name
+            name, index = shard.name or frame.name, frame.index + 1
             timestamp = frame.timestamp if shard.timestamp is None else shard.timestamp
-            index = frame.index
             if not self.overwrite and (self.labels / f"{name}.png").exists():
-                index += 1
                 continue
             try:
                 x, a = preprocess_pair(frame.rgb, frame.aux, self.config, self.color_order, self.depth_units,
                                        self.resize_aux)
             except ValueError as e:
-                yield _row(shard, name, index, timestamp, "skipped", f"bad frame: {e}", self.model_shape)
-            else:
-                yield _row(shard, name, index, timestamp, "ok", "", self.model_shape, x, a, frame.rgb.shape[:2],
-                           start, 1e3 * (decoded - start), 1e3 * (time.time() - decoded))
-            index += 1
+                yield _row(shard, name, frame.index, timestamp, "skipped", f"bad frame: {e}", self.model_shape)
+                continue
+            yield _row(shard, name, frame.index, timestamp, "ok", "", self.model_shape, x, a, frame.rgb.shape[:2],
+                       start, 1e3 * (decoded - start), 1e3 * (time.time() - decoded))
 
 
 # ---- inference and writing (actors) ------------------------------------------------------------
@@ -328,7 +325,7 @@ def merge_index(previous, rows, labels: Path):
         lambda f: (labels / f"{f}.png").exists())] if len(previous) else previous
     known = done | set(kept["frame"])
     extra = [{"frame": p.stem, "status": "exists", "reason": "label map from an earlier run"}
-             for p in sorted(labels.glob("*.png")) if p.stem not in known]
+             for p in sorted(labels.glob("[!.]*.png")) if p.stem not in known]
     parts = [df for df in (kept, new, pd.DataFrame(extra, columns=list(INDEX_COLUMNS))) if len(df)]
     merged = pd.concat(parts, ignore_index=True) if parts else new
     return merged.sort_values("frame", key=lambda s: s.map(lambda f: _natural_key(Path(f)))).reset_index(drop=True)
@@ -396,9 +393,9 @@ def segment_recording(model, out, rgb=None, aux=None, bag=None, rgb_topic=None, 
     names = [r["frame"] for r in rows]
     if len(names) != len(set(names)):
         raise RuntimeError("two frames share one output name: " + ", ".join(sorted({n for n in names if names.count(n) > 1})[:5]))
+    remove_partial_files(labels)  # a killed writer's temporary file (its frame was redone)
     index = merge_index(read_index(out / "index.parquet"), rows, labels)
     write_index(out / "index.parquet", index)
-    remove_partial_files(labels)
     segmented = sum(r["status"] == "segmented" for r in rows)
     return Report(len(rows), segmented, len(rows) - segmented, len(index) - len(rows), seconds)
 

@@ -218,3 +218,33 @@ def test_shards_and_bad_arguments(tmp_path, recording):
         list_shards(bag=tmp_path)
     with pytest.raises(SystemExit):
         main(["model.onnx", "--out", str(tmp_path)])  # no frames given
+
+
+def test_video_folders_one_shard_per_video_pair(local_ray, model, tmp_path):
+    from runtime.streams import VideoPair
+
+    rgb, aux = tmp_path / "rgb", tmp_path / "thermal"
+    rgb.mkdir(), aux.mkdir()
+    fourcc = cv2.VideoWriter_fourcc(*"MJPG")
+    for drive in ("a", "b"):
+        writers = [cv2.VideoWriter(str(d / f"drive_{drive}.avi"), fourcc, 10, (160, 120)) for d in (rgb, aux)]
+        for i in range(3):
+            img = cv2.resize(cv2.imread(str(SAMPLES[i % 2]), cv2.IMREAD_UNCHANGED), (160, 120))
+            writers[0].write(np.ascontiguousarray(img[..., :3]))
+            writers[1].write(cv2.cvtColor(img[..., 3], cv2.COLOR_GRAY2BGR))
+        for w in writers:
+            w.release()
+    assert len(list_shards(rgb=rgb, aux=aux)) == 2
+    out = tmp_path / "out"
+    report = within(RUN_LIMIT_S, lambda: segment_recording(model, out, rgb=rgb, aux=aux, workers=2, batch_size=2))
+    assert report.segmented == 6
+    seg = Segmenter(model)
+    for drive in ("a", "b"):
+        source = VideoPair(rgb / f"drive_{drive}.avi", aux / f"drive_{drive}.avi")
+        for frame in source:
+            got = cv2.imread(str(out / "labels" / f"{frame.name}.png"), cv2.IMREAD_UNCHANGED)
+            assert np.array_equal(got, seg.run(frame.rgb, frame.aux)), frame.name
+        source.close()
+    index = pd.read_parquet(out / "index.parquet")
+    assert sorted(index["frame"]) == [f"drive_{d}_{i:06d}" for d in "ab" for i in range(3)]
+    assert (index["timestamp_ms"] >= 0).all()
