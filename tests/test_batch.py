@@ -61,17 +61,24 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _ray_processes(before: set) -> list[int]:
+    """Processes below this one started since ``before`` that belong to Ray (its workers,
+    raylet, GCS server, log monitor...), not other helpers of the test process."""
+    return [p for p in _descendants(os.getpid()) if p not in before and "ray" in _cmdline(p)]
+
+
 @pytest.fixture(scope="module")
 def local_ray():
+    before = set(_descendants(os.getpid()))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
         ray.shutdown()
         deadline = time.time() + 30
-        while _descendants(os.getpid()) and time.time() < deadline:
+        while _ray_processes(before) and time.time() < deadline:
             time.sleep(0.5)
-        left = [f"{p}: {_cmdline(p)[:80]}" for p in _descendants(os.getpid())]
+        left = [f"{p}: {_cmdline(p)[:80]}" for p in _ray_processes(before)]
         assert not left, f"Ray processes left running after ray.shutdown(): {left}"
 
 
