@@ -30,13 +30,13 @@ from pathlib import Path
 from runtime.backend import backend_kind
 from runtime.files import atomic_path, write_text_atomic
 from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info
+from runtime.plugin_ops import PLUGIN_LIBRARY
 
 SERVING = Path(__file__).resolve().parent.parent / "serving"
 PYTHON_MODELS = {"preprocess": SERVING / "triton_preprocess.py", "postprocess": SERVING / "triton_postprocess.py"}
 ENSEMBLE, GRAPH = "gopt", "gopt_model"
 DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16",
           "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
-PLUGIN_LIBRARY = "libgopt_trt_plugins.so"
 AUX_DTYPES = {"thermal": "uint8", "depth": "uint16", "hha": "uint8", "sar": "uint8"}
 
 
@@ -59,7 +59,7 @@ def read_model(path: Path) -> tuple[ModelInfo, str, int | None, int | None]:
         raise ModelFileError(f"{path}: no such file")
     if kind == "onnxruntime":
         info = read_onnx_info(path)
-        if getattr(info, "plugins", None):
+        if info.plugins:
             raise ValueError(f"{path}: a fused graph with custom nodes ({', '.join(map(str, info.plugins))}); Triton's "
                              "ONNX Runtime backend cannot run them: serve its TensorRT engine, or export without fusion")
         dim = info.input("rgb").shape[0] if info.kind == "gopt" else None
@@ -248,7 +248,7 @@ def main(argv=None) -> int:
           f"max_batch_size {max_batch}, {platform})")
     if platform == "tensorrt_plan":
         print("note: the server's TensorRT must be the version that built the engine (see its .json sidecar)")
-        if getattr(info, "plugins", None):
+        if info.plugins:
             print(f"note: the engine uses this project's TensorRT plugins ({', '.join(map(str, info.plugins))}): "
                   f"start the server with LD_PRELOAD={PLUGIN_LIBRARY} (the path of the library you built)")
     if ENSEMBLE in configs and configs[ENSEMBLE].platform == "ensemble":

@@ -116,14 +116,14 @@ def test_batch_limits(models, tmp_path, capsys):
     assert preferred_sizes(16) == [4, 8, 16] and preferred_sizes(1) == [1] and preferred_sizes(12) == [4, 8, 12]
 
 
-def _engine(models, tmp_path, profile_batches):
+def _engine(models, tmp_path, profile_batches, plugins=()):
     """An engine file and the sidecar ``export.tensorrt`` writes beside it. The configuration
     reads only the sidecar (the engine's bytes are not parsed here), so the file is a placeholder."""
     import hashlib
 
     from runtime.trt_backend import EngineSidecar, write_sidecar
 
-    info = read_onnx_info(models / "dynamic.onnx")
+    info = dataclasses.replace(read_onnx_info(models / "dynamic.onnx"), plugins=list(plugins))
     lo, opt, hi = profile_batches
     profiles = {t.name: {k: [b, *t.shape[1:]] for k, b in (("min", lo), ("opt", opt), ("max", hi))}
                 for t in info.inputs}
@@ -148,6 +148,23 @@ def test_engine_max_batch_from_profile(models, tmp_path, capsys):
     engine = _engine(models, tmp_path, (2, 4, 8))
     assert main([str(engine), "-o", str(tmp_path / "min2")]) == 2
     assert "smallest batch is 2" in capsys.readouterr().err
+    engine = _engine(models, tmp_path, (1, 4, 8), plugins=["GoptGroupMerge", "GoptPromptInject"])
+    assert main([str(engine), "-o", str(tmp_path / "fused")]) == 0
+    assert "LD_PRELOAD=libgopt_trt_plugins.so" in capsys.readouterr().out
+
+
+def test_fused_onnx_is_refused(models, tmp_path, capsys):
+    import onnx
+
+    model = onnx.load(str(models / "dynamic.onnx"))
+    for prop in model.metadata_props:
+        if prop.key == "mmseg_deploy":
+            meta = json.loads(prop.value)
+            meta["plugins"] = ["GoptGroupMerge"]
+            prop.value = json.dumps(meta)
+    onnx.save(model, str(tmp_path / "fused.onnx"))
+    assert main([str(tmp_path / "fused.onnx"), "-o", str(tmp_path / "repo")]) == 2
+    assert "custom nodes (GoptGroupMerge)" in capsys.readouterr().err
 
 
 def test_uint8_input_model_is_served_directly(models):
