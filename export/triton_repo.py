@@ -8,7 +8,7 @@ For a model on normalised float32 tensors (the default export) the repository ho
 models, served together as the ensemble ``gopt``:
 
 - ``preprocess`` (Python backend, CPU): uint8 ``rgb`` [H, W, 3] + ``aux`` [H, W] frames ->
-  model-space tensors and the frame size, with this project's ``runtime.preprocess``;
+  model-space tensors and the frame size, with this project's ``Segmenter.prepare``;
 - ``gopt_model`` (``onnxruntime_onnx`` or ``tensorrt_plan``, GPU): the graph, with dynamic
   batching across requests and cameras;
 - ``postprocess`` (Python backend, CPU): model-size label maps -> label maps at each frame's size;
@@ -151,7 +151,7 @@ def ensemble_config(pb, max_batch: int, aux_dtype: str, aux_dims, steps):
 
 
 def repository_configs(info: ModelInfo, platform: str, max_batch: int, instances: int = 1, delay_us: int = 500,
-                       kind: str = "KIND_GPU", color_order: str = "rgb", depth_units: float = 0.001,
+                       kind: str = "KIND_GPU", color_order: str = "rgb", depth_units: float | None = None,
                        aux_dtype: str | None = None) -> dict:
     """{model name: ModelConfig} for the repository."""
     pb = model_config_pb2()
@@ -164,7 +164,7 @@ def repository_configs(info: ModelInfo, platform: str, max_batch: int, instances
     channels = len(cfg["aux_mean"])
     aux_dtype = aux_dtype or AUX_DTYPES.get(cfg["modality"], "uint8")
     aux_dims = [-1, -1] if channels == 1 else [-1, -1, channels]
-    settings = json.dumps({"gopt": cfg, "color_order": color_order, "depth_units": depth_units})
+    settings = json.dumps({"model": json.loads(info.to_json()), "color_order": color_order, "depth_units": depth_units})
     pre = python_config(pb, "preprocess", max_batch, instances,
                         [("rgb", "uint8", [-1, -1, 3]), ("aux", aux_dtype, aux_dims)],
                         [("rgb_input", "float32", [3, h, w]), ("aux_input", "float32", [channels, h, w]),
@@ -220,7 +220,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="channel order of the uint8 frames clients send (default rgb)")
     p.add_argument("--aux-dtype", choices=("uint8", "uint16", "float32"), default=None,
                    help="dtype of the aux frames clients send (default: uint16 for depth, else uint8)")
-    p.add_argument("--depth-units", type=float, default=0.001, help="metres per count of uint16 depth frames")
+    p.add_argument("--depth-units", type=float, default=None,
+                   help="metres per count of uint16 depth frames (default: the model's, else 0.001)")
     args = p.parse_args(argv)
     for flag, value in (("--max-batch", args.max_batch), ("--instances", args.instances)):
         if value is not None and value < 1:

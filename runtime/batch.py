@@ -8,8 +8,8 @@ The pipeline (``ray.data``):
 1. the driver lists the recording and cuts it into shards by file (an image pair, an MFNet
    4-channel PNG, a pair of videos, a bag); frames whose label map already exists are left out;
 2. CPU tasks open each shard with the sources of ``runtime.streams``, decode its frames and
-   preprocess them (``runtime.preprocess.preprocess_pair``); a frame that cannot be read or
-   preprocessed becomes a "skipped" row with the reason;
+   preprocess them (``Segmenter.prepare``, through ``runtime.prepare.frame_preparer``); a frame
+   that cannot be read or preprocessed becomes a "skipped" row with the reason;
 3. ``map_batches`` with ``SegmentFrames``, a callable class holding one ``Segmenter`` per actor
    (a GPU each on a GPU cluster), runs inference and writes ``labels/NAME.png`` atomically;
 4. the driver collects one row per frame into ``OUT/index.parquet``.
@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 from .files import atomic_path, write_image_atomic
-from .preprocess import preprocess_pair
 from .streams import IMAGE_EXTS, FolderPair, _natural_key, list_images, open_source
 
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm")
@@ -166,16 +165,14 @@ def open_shard(shard: Shard, modality: str, resize_aux: bool, rgb_topic=None, au
 # ---- reading and preprocessing (CPU tasks) -----------------------------------------------------
 
 
-def _row(shard: Shard, name: str, index: int, timestamp, status: str, reason: str, model_shape, x=None, a=None,
+def _row(shard: Shard, name: str, index: int, timestamp, status: str, reason: str, empty, x=None, a=None,
          size=(0, 0), start=0.0, decode_ms=math.nan, preprocess_ms=math.nan) -> dict:
     rgb_file, aux_file = shard.files()
-    (_, h, w), channels = model_shape[0], model_shape[1][0]
     return {"frame": name, "source_index": index, "rgb_file": rgb_file, "aux_file": aux_file,
             "timestamp_ms": math.nan if timestamp is None else float(timestamp), "status": status,
             "reason": reason, "height": int(size[0]), "width": int(size[1]), "start": start,
             "decode_ms": decode_ms, "preprocess_ms": preprocess_ms,
-            "x": np.zeros((3, h, w), np.float32) if x is None else x[0],
-            "a": np.zeros((channels, h, w), np.float32) if a is None else a[0]}
+            "x": empty[0] if x is None else x[0], "a": empty[1] if a is None else a[0]}
 
 
 def read_shard(item: dict, **options):
@@ -186,21 +183,24 @@ def read_shard(item: dict, **options):
 class ShardReader:
     """Decodes and preprocesses the frames of one shard; a frame that fails becomes a skipped row."""
 
-    def __init__(self, config: dict, out: str, overwrite: bool, color_order: str = "bgr",
-                 depth_units: float = 0.001, resize_aux: bool = False, rgb_topic=None, aux_topic=None):
-        self.config, self.labels = config, Path(out) / "labels"
-        self.overwrite, self.color_order, self.depth_units = overwrite, color_order, depth_units
+    def __init__(self, info, out: str, overwrite: bool, color_order: str = "bgr", depth_units: float | None = None,
+                 resize_aux: bool = False, rgb_topic=None, aux_topic=None):
+        from .prepare import frame_preparer
+
+        self.preparer = frame_preparer(info, color_order, resize_aux, depth_units)
+        self.modality, self.labels, self.overwrite = info.config["modality"], Path(out) / "labels", overwrite
         self.resize_aux, self.topics = resize_aux, (rgb_topic, aux_topic)
-        h, w = config["img_size"]
-        self.model_shape = ((3, h, w), (len(config["aux_mean"]), h, w))
+        # placeholders of the model inputs' shapes and dtypes for rows without a frame
+        self.empty = tuple(np.zeros([1 if isinstance(d, str) else d for d in info.input(n).shape[1:]],
+                                    info.input(n).dtype) for n in ("rgb", "aux"))
 
     def __call__(self, item: dict):
         shard = Shard(**item)
         try:
-            source = open_shard(shard, self.config["modality"], self.resize_aux, *self.topics)
+            source = open_shard(shard, self.modality, self.resize_aux, *self.topics)
         except (ValueError, OSError) as e:
             yield _row(shard, shard.name or Path(shard.files()[0]).stem, 0, shard.timestamp, "skipped",
-                       f"cannot open: {e}", self.model_shape)
+                       f"cannot open: {e}", self.empty)
             return
         try:
             yield from self._frames(shard, source)
@@ -217,7 +217,7 @@ class ShardReader:
                 return
             except (ValueError, OSError) as e:  # a broken file, or a stream that ends in a corrupt frame
                 name = shard.name or f"{Path(shard.files()[0]).stem}_{index:06d}"
-                yield _row(shard, name, index, None, "skipped", f"cannot read: {e}", self.model_shape)
+                yield _row(shard, name, index, None, "skipped", f"cannot read: {e}", self.empty)
                 return
             decoded = time.time()
             name, index = shard.name or frame.name, frame.index + 1
@@ -225,12 +225,11 @@ class ShardReader:
             if not self.overwrite and (self.labels / f"{name}.png").exists():
                 continue
             try:
-                x, a = preprocess_pair(frame.rgb, frame.aux, self.config, self.color_order, self.depth_units,
-                                       self.resize_aux)
+                prepared = self.preparer.prepare(frame.rgb, frame.aux)
             except ValueError as e:
-                yield _row(shard, name, frame.index, timestamp, "skipped", f"bad frame: {e}", self.model_shape)
+                yield _row(shard, name, frame.index, timestamp, "skipped", f"bad frame: {e}", self.empty)
                 continue
-            yield _row(shard, name, frame.index, timestamp, "ok", "", self.model_shape, x, a, frame.rgb.shape[:2],
+            yield _row(shard, name, frame.index, timestamp, "ok", "", self.empty, prepared.rgb, prepared.aux, prepared.size,
                        start, 1e3 * (decoded - start), 1e3 * (time.time() - decoded))
 
 
@@ -363,7 +362,7 @@ class Report:
 
 def segment_recording(model, out, rgb=None, aux=None, bag=None, rgb_topic=None, aux_topic=None, workers: int = 1,
                       gpus_per_worker: float = 0.0, batch_size: int = 8, overwrite: bool = False,
-                      match: str = "name", color_order: str = "bgr", depth_units: float = 0.001,
+                      match: str = "name", color_order: str = "bgr", depth_units: float | None = None,
                       resize_aux: bool = False, threads: int | None = None) -> Report:
     """Run the pipeline on the Ray cluster this process is connected to (``ray.init`` first)."""
     import ray
@@ -406,7 +405,7 @@ def _run(info, model, out, shards, workers, gpus_per_worker, batch_size, overwri
 
     items = [vars(s) for s in shards]
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 1000))
-    ds = ds.flat_map(read_shard, fn_kwargs=dict(config=info.config, out=str(out), overwrite=overwrite,
+    ds = ds.flat_map(read_shard, fn_kwargs=dict(info=info, out=str(out), overwrite=overwrite,
                                                 **reader_options))
     ds = ds.map_batches(
         SegmentFrames, batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
@@ -446,7 +445,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--match", choices=("name", "timestamp"), default="name",
                    help="pairing of two image folders: by file name or by the timestamp in the names")
     p.add_argument("--color-order", choices=("bgr", "rgb"), default="bgr")
-    p.add_argument("--depth-units", type=float, default=0.001, help="metres per count of uint16 depth frames")
+    p.add_argument("--depth-units", type=float, default=None,
+                   help="metres per count of uint16 depth frames (default: the model's, else 0.001)")
     p.add_argument("--resize-aux", action="store_true", help="accept aux frames of another size than the RGB frames")
     args = p.parse_args(argv)
     if args.bag and not (args.rgb_topic and args.aux_topic):

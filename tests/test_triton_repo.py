@@ -202,12 +202,13 @@ def test_python_models_match_segmenter(models, frames, python_models, tmp_path):
     # the configuration as the server hands it to initialize(): the ModelConfig as JSON
     settings = pre.load_settings(json.loads(json_format.MessageToJson(cfg, preserving_proto_field_name=True)))
     assert settings["color_order"] == "rgb"
+    preparer = pre.make_preparer(settings)
 
     seg = Segmenter(models / "dynamic.onnx")
     session = ort.InferenceSession(str(models / "dynamic.onnx"), providers=["CPUExecutionProvider"])
     for bgr, thermal in frames:
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # what a client of the repository sends
-        x, a, size = pre.prepare_frames(rgb[None], thermal[None], settings)
+        x, a, size = pre.prepare_frames(preparer, rgb[None], thermal[None])
         want = seg.prepare(bgr, thermal)
         assert np.array_equal(x, want.rgb) and np.array_equal(a, want.aux)
         assert size.dtype == np.int32 and size.tolist() == [list(bgr.shape[:2])]
@@ -218,7 +219,7 @@ def test_python_models_match_segmenter(models, frames, python_models, tmp_path):
 
     # a request of two frames of one size
     rgb = np.stack([cv2.cvtColor(f[0], cv2.COLOR_BGR2RGB) for f in frames])
-    x, a, size = pre.prepare_frames(rgb, np.stack([f[1] for f in frames]), settings)
+    x, a, size = pre.prepare_frames(preparer, rgb, np.stack([f[1] for f in frames]))
     labels = post.restore_labels(session.run(["labels"], {"rgb": x, "aux": a})[0], size)
     for got, (bgr, thermal) in zip(labels, frames):
         assert np.array_equal(got, seg.run(bgr, thermal))
@@ -226,14 +227,15 @@ def test_python_models_match_segmenter(models, frames, python_models, tmp_path):
 
 def test_python_models_reject_bad_requests(models, frames, python_models, tmp_path):
     pre, post = python_models["triton_preprocess"], python_models["triton_postprocess"]
-    settings = {"gopt": read_onnx_info(models / "dynamic.onnx").config, "color_order": "rgb"}
+    info = read_onnx_info(models / "dynamic.onnx")
+    preparer = pre.make_preparer({"model": json.loads(info.to_json()), "color_order": "rgb"})
     bgr, thermal = frames[0]
     with pytest.raises(ValueError, match=r"rgb must be \[batch, H, W, 3\]"):
-        pre.prepare_frames(bgr, thermal, settings)
+        pre.prepare_frames(preparer, bgr, thermal)
     with pytest.raises(ValueError, match="same size"):
-        pre.prepare_frames(bgr[None], thermal[None, :100], settings)
+        pre.prepare_frames(preparer, bgr[None], thermal[None, :100])
     with pytest.raises(ValueError, match="uint8"):
-        pre.prepare_frames(bgr[None].astype(np.float32), thermal[None], settings)
+        pre.prepare_frames(preparer, bgr[None].astype(np.float32), thermal[None])
     with pytest.raises(ValueError, match="one frame size per label map"):
         post.restore_labels(np.zeros((2, 48, 64), np.uint8), np.array([[480, 640], [240, 320]], np.int32))
     with pytest.raises(ValueError, match="settings"):
