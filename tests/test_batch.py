@@ -255,3 +255,27 @@ def test_video_folders_one_shard_per_video_pair(local_ray, model, tmp_path):
     index = pd.read_parquet(out / "index.parquet")
     assert sorted(index["frame"]) == [f"drive_{d}_{i:06d}" for d in "ab" for i in range(3)]
     assert (index["timestamp_ms"] >= 0).all()
+
+
+def test_bag_one_shard(local_ray, model, tmp_path):
+    pytest.importorskip("rosbags", reason="reading bags needs rosbags (pip install 'mmseg-deploy[ros]')")
+    from test_bags import AUX_TOPIC, RGB_TOPIC, mfnet_frames, rgbt_streams, schedule, write_bag
+
+    rgb_stamps, aux_stamps = schedule(seconds=1.0)
+    bag = write_bag(tmp_path / "drive", rgbt_streams(rgb_stamps, aux_stamps, mfnet_frames(len(rgb_stamps))))
+    assert len(list_shards(bag=bag)) == 1
+    out = tmp_path / "out"
+    report = within(RUN_LIMIT_S, lambda: segment_recording(model, out, bag=bag, rgb_topic=RGB_TOPIC,
+                                                           aux_topic=AUX_TOPIC, workers=2, batch_size=2))
+    seg = Segmenter(model)
+    from runtime.streams import open_source
+
+    source = open_source(bag=bag, rgb_topic=RGB_TOPIC, aux_topic=AUX_TOPIC)
+    names = []
+    for frame in source:
+        got = cv2.imread(str(out / "labels" / f"{frame.name}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(got, seg.run(frame.rgb, frame.aux)), frame.name
+        names.append(frame.name)
+    source.close()
+    assert report.segmented == len(names) > 0
+    assert sorted(pd.read_parquet(out / "index.parquet")["frame"]) == sorted(names)
