@@ -1,0 +1,489 @@
+"""Offline segmentation of recorded frames with Ray Data, on one machine or a cluster.
+
+    python -m runtime.batch gopt_rgbt.onnx --rgb recordings/rgb --aux recordings/thermal --out seg/
+    python -m runtime.batch gopt_rgbt.engine --rgb mfnet_pngs/ --out seg/ --address auto --gpus-per-worker 1
+
+The pipeline (``ray.data``):
+
+1. the driver lists the recording and cuts it into shards by file (an image pair, an MFNet
+   4-channel PNG, a pair of videos, a bag); frames whose label map already exists are left out;
+2. CPU tasks open each shard with the sources of ``runtime.streams``, decode its frames and
+   preprocess them (``Segmenter.prepare``, through ``runtime.prepare.frame_preparer``); a frame
+   that cannot be read or preprocessed becomes a "skipped" row with the reason;
+3. ``map_batches`` with ``SegmentFrames``, a callable class holding one ``Segmenter`` per actor
+   (a GPU each on a GPU cluster), runs inference and writes ``labels/NAME.png`` atomically;
+4. the driver collects one row per frame into ``OUT/index.parquet``.
+
+Actors reserve little CPU (a GPU actor 0.25 CPU; CPU actors together leave at least one CPU
+free) so that the reading tasks always find room: with whole-CPU actors on a 2-CPU machine
+the read task waits for a CPU forever. A worker that dies is restarted by Ray and its batch
+retried; a label file written before the death is not written again, so nothing is lost
+and nothing is written twice. A second run skips every frame whose label map exists
+(``--overwrite`` redoes them).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .files import atomic_path, write_image_atomic
+from .streams import IMAGE_EXTS, FolderPair, _natural_key, list_images, open_source
+
+VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm")
+INDEX_COLUMNS = ("frame", "source_index", "rgb_file", "aux_file", "timestamp_ms", "status", "reason",
+                 "decode_ms", "preprocess_ms", "infer_ms", "batch_frames", "latency_ms")
+GPU_WORKER_CPUS = 0.25
+
+
+def _install_hint() -> str:
+    return "Ray Data is needed: pip install 'mmseg-deploy[fleet]' (or pip install 'ray[data]==2.60.0')"
+
+
+# ---- the model's description, without loading it -----------------------------------------------
+
+
+def model_info(path):
+    """The metadata of an exported GoPT model (ONNX file or TensorRT engine + sidecar), read
+    without opening a session, so that a CPU-only driver can plan a GPU cluster's job."""
+    from .backend import backend_kind
+    from .metadata import read_onnx_info
+
+    kind = backend_kind(path)
+    if kind == "torch":
+        raise ValueError(f"{path}: the batch job runs exported models; export the checkpoint first "
+                         "(python -m export.onnx CKPT)")
+    if kind == "onnxruntime":
+        info = read_onnx_info(path)
+    else:
+        from .trt_backend import read_sidecar
+
+        info = read_sidecar(path).model
+    if info.kind != "gopt":
+        raise ValueError(f"{path}: a {info.kind} model; the batch job segments GoPT (rgb + aux) frames")
+    return info
+
+
+# ---- shards ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Shard:
+    """One unit of reading: the files a reading task opens. ``name`` and ``timestamp`` are
+    set for single-frame shards (the frame's output name is known before reading)."""
+
+    rgb: str | None
+    aux: str | None = None
+    bag: str | None = None
+    name: str | None = None
+    timestamp: float | None = None
+
+    def files(self) -> tuple[str, str]:
+        if self.bag:
+            return self.bag, self.bag
+        return self.rgb, self.aux or self.rgb
+
+
+def _videos(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS), key=_natural_key)
+
+
+def _bags(path: Path) -> list[Path]:
+    """A bag (a ROS 1 ``.bag`` file, or a rosbag2 folder with ``metadata.yaml``), or a folder of them."""
+    if path.is_file() or (path / "metadata.yaml").exists():
+        return [path]
+    bags = [p for p in sorted(path.iterdir(), key=_natural_key)
+            if p.suffix in (".bag", ".mcap") or (p.is_dir() and (p / "metadata.yaml").exists())]
+    if not bags:
+        raise ValueError(f"{path}: no bags (.bag files or rosbag2 folders with metadata.yaml)")
+    return bags
+
+
+def check_bag_support() -> None:
+    if "bag" not in inspect.signature(open_source).parameters:
+        raise ValueError("reading bags needs runtime.streams bag sources (open_source(bag=...)), "
+                         "which this version of the project does not have; convert the bag to image folders")
+
+
+def list_shards(rgb=None, aux=None, bag=None, match: str = "name") -> list[Shard]:
+    """The recording cut into shards by file."""
+    if bag is not None:
+        if rgb is not None or aux is not None:
+            raise ValueError("pass either --bag (with topics) or --rgb [--aux], not both")
+        check_bag_support()
+        path = Path(bag)
+        if not path.exists():
+            raise ValueError(f"{path}: no such file or folder")
+        return [Shard(None, bag=str(p)) for p in _bags(path)]
+    if rgb is None:
+        raise ValueError("no frames to read: pass --rgb (and --aux) or --bag")
+    rgb, aux = Path(rgb), None if aux is None else Path(aux)
+    for p in (rgb, aux):
+        if p is not None and not p.exists():
+            raise ValueError(f"{p}: no such file or folder")
+    if rgb.is_dir() and aux is not None and aux.is_dir() and not any(
+            p.suffix.lower() in IMAGE_EXTS for p in rgb.iterdir()):
+        return _video_shards(rgb, aux)
+    if rgb.is_dir() and aux is not None and aux.is_dir():
+        pairs = FolderPair(rgb, aux, match=match).pairs
+        return [Shard(str(r), str(a), name=r.stem, timestamp=t) for r, a, t in pairs]
+    if rgb.is_dir() and aux is None:
+        return [Shard(str(p), name=p.stem) for p in list_images(rgb)]
+    if rgb.suffix.lower() in IMAGE_EXTS:
+        return [Shard(str(rgb), None if aux is None else str(aux), name=rgb.stem)]
+    if aux is None:
+        raise ValueError(f"{rgb}: a video needs its auxiliary video (--aux)")
+    return [Shard(str(rgb), str(aux))]
+
+
+def _video_shards(rgb: Path, aux: Path) -> list[Shard]:
+    rgb_videos, aux_videos = _videos(rgb), {p.stem: p for p in _videos(aux)}
+    if not rgb_videos:
+        raise ValueError(f"{rgb}: no image or video files")
+    shards = [Shard(str(p), str(aux_videos[p.stem])) for p in rgb_videos if p.stem in aux_videos]
+    if not shards:
+        raise ValueError(f"no video of {rgb} has a partner of the same name in {aux}")
+    return shards
+
+
+def open_shard(shard: Shard, modality: str, resize_aux: bool, rgb_topic=None, aux_topic=None):
+    """The ``runtime.streams`` source for one shard."""
+    if shard.bag is None:
+        return open_source(shard.rgb, shard.aux, modality=modality, resize_aux=resize_aux)
+    check_bag_support()
+    return open_source(bag=shard.bag, rgb_topic=rgb_topic, aux_topic=aux_topic, modality=modality,
+                       resize_aux=resize_aux)
+
+
+# ---- reading and preprocessing (CPU tasks) -----------------------------------------------------
+
+
+def _row(shard: Shard, name: str, index: int, timestamp, status: str, reason: str, empty, x=None, a=None,
+         size=(0, 0), start=0.0, decode_ms=math.nan, preprocess_ms=math.nan) -> dict:
+    rgb_file, aux_file = shard.files()
+    return {"frame": name, "source_index": index, "rgb_file": rgb_file, "aux_file": aux_file,
+            "timestamp_ms": math.nan if timestamp is None else float(timestamp), "status": status,
+            "reason": reason, "height": int(size[0]), "width": int(size[1]), "start": start,
+            "decode_ms": decode_ms, "preprocess_ms": preprocess_ms,
+            "x": empty[0] if x is None else x[0], "a": empty[1] if a is None else a[0]}
+
+
+def read_shard(item: dict, **options):
+    """``flat_map`` function: a shard's frames, decoded and preprocessed, one row each."""
+    yield from ShardReader(**options)(item)
+
+
+class ShardReader:
+    """Decodes and preprocesses the frames of one shard; a frame that fails becomes a skipped row."""
+
+    def __init__(self, info, out: str, overwrite: bool, color_order: str = "bgr", depth_units: float | None = None,
+                 resize_aux: bool = False, rgb_topic=None, aux_topic=None):
+        from .prepare import frame_preparer
+
+        self.preparer = frame_preparer(info, color_order, resize_aux, depth_units)
+        self.modality, self.labels, self.overwrite = info.config["modality"], Path(out) / "labels", overwrite
+        self.resize_aux, self.topics = resize_aux, (rgb_topic, aux_topic)
+        # placeholders of the model inputs' shapes and dtypes for rows without a frame
+        self.empty = tuple(np.zeros([1 if isinstance(d, str) else d for d in info.input(n).shape[1:]],
+                                    info.input(n).dtype) for n in ("rgb", "aux"))
+
+    def __call__(self, item: dict):
+        shard = Shard(**item)
+        try:
+            source = open_shard(shard, self.modality, self.resize_aux, *self.topics)
+        except (ValueError, OSError) as e:
+            yield _row(shard, shard.name or Path(shard.files()[0]).stem, 0, shard.timestamp, "skipped",
+                       f"cannot open: {e}", self.empty)
+            return
+        try:
+            yield from self._frames(shard, source)
+        finally:
+            source.close()
+
+    def _frames(self, shard: Shard, source):
+        frames, index = iter(source), 0  # index: the position of the next frame in the source
+        while True:
+            start = time.time()
+            try:
+                frame = next(frames)
+            except StopIteration:
+                return
+            except (ValueError, OSError) as e:  # a broken file, or a stream that ends in a corrupt frame
+                name = shard.name or f"{Path(shard.files()[0]).stem}_{index:06d}"
+                yield _row(shard, name, index, None, "skipped", f"cannot read: {e}", self.empty)
+                return
+            decoded = time.time()
+            name, index = shard.name or frame.name, frame.index + 1
+            timestamp = frame.timestamp if shard.timestamp is None else shard.timestamp
+            if not self.overwrite and (self.labels / f"{name}.png").exists():
+                continue
+            try:
+                prepared = self.preparer.prepare(frame.rgb, frame.aux)
+            except ValueError as e:
+                yield _row(shard, name, frame.index, timestamp, "skipped", f"bad frame: {e}", self.empty)
+                continue
+            yield _row(shard, name, frame.index, timestamp, "ok", "", self.empty, prepared.rgb, prepared.aux, prepared.size,
+                       start, 1e3 * (decoded - start), 1e3 * (time.time() - decoded))
+
+
+# ---- inference and writing (actors) ------------------------------------------------------------
+
+
+class SegmentFrames:
+    """``map_batches`` callable class: one ``Segmenter`` per actor. Each batch of prepared
+    frames is segmented in one call and every label map written to ``labels/NAME.png``. A
+    label file already written in this run (by an attempt of this batch that died) is not
+    written again; one from an earlier run is replaced only with ``overwrite``."""
+
+    def __init__(self, model: str, out: str, overwrite: bool, run_started: float, device: str | None = None,
+                 threads: int | None = None):
+        from .segmenter import Segmenter
+
+        options = {"threads": threads} if threads and model.lower().endswith(".onnx") else {}
+        self.segmenter = Segmenter(model, device=device, **options)
+        self.labels = Path(out) / "labels"
+        self.overwrite, self.run_started = overwrite, run_started
+
+    def _written(self, path: Path) -> bool:
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        return mtime >= self.run_started or not self.overwrite
+
+    def __call__(self, batch: dict) -> dict:
+        from .segmenter import Prepared
+
+        n = len(batch["frame"])
+        ok = [i for i in range(n) if batch["status"][i] == "ok"]
+        t0 = time.time()
+        labels = self.segmenter.run_prepared([
+            Prepared(batch["x"][i][None], batch["a"][i][None], (int(batch["height"][i]), int(batch["width"][i])))
+            for i in ok])
+        infer_ms = 1e3 * (time.time() - t0)
+        latency = np.full(n, math.nan)
+        infer = np.full(n, math.nan)
+        for i, lab in zip(ok, labels):
+            path = self.labels / f"{batch['frame'][i]}.png"
+            if not self._written(path):
+                write_image_atomic(path, lab)
+            infer[i] = infer_ms
+            latency[i] = 1e3 * (time.time() - batch["start"][i])
+        status = np.array(["segmented" if s == "ok" else s for s in batch["status"]], dtype=object)
+        return {"frame": batch["frame"], "source_index": batch["source_index"], "rgb_file": batch["rgb_file"],
+                "aux_file": batch["aux_file"], "timestamp_ms": batch["timestamp_ms"], "status": status,
+                "reason": batch["reason"], "decode_ms": batch["decode_ms"], "preprocess_ms": batch["preprocess_ms"],
+                "infer_ms": infer, "batch_frames": np.full(n, len(ok)), "latency_ms": latency}
+
+
+# ---- resources -----------------------------------------------------------------------------
+
+
+def worker_resources(workers: int, gpus_per_worker: float, cluster_cpus: float) -> dict:
+    """What each ``SegmentFrames`` actor reserves. A GPU actor: its GPU(s) and a quarter CPU.
+    CPU actors: together at most the cluster's CPUs less one (half of them on a 1-CPU
+    machine), at most one CPU each, so that reading and preprocessing tasks always run."""
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if gpus_per_worker < 0:
+        raise ValueError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker}")
+    if gpus_per_worker > 0:
+        return {"num_cpus": GPU_WORKER_CPUS, "num_gpus": gpus_per_worker}
+    if cluster_cpus <= 0:
+        raise ValueError("the Ray cluster has no CPUs")
+    spare = cluster_cpus - 1 if cluster_cpus >= 2 else cluster_cpus / 2
+    return {"num_cpus": math.floor(1000 * min(1.0, spare / workers)) / 1000}
+
+
+# ---- the index -----------------------------------------------------------------------------
+
+
+def read_index(path: Path):
+    import pandas as pd
+
+    if not path.exists():
+        return pd.DataFrame(columns=list(INDEX_COLUMNS))
+    return pd.read_parquet(path)
+
+
+def merge_index(previous, rows, labels: Path):
+    """This run's rows, and for frames not in them whose label map exists, the row of the
+    run that wrote it (or an "exists" row when there is none)."""
+    import pandas as pd
+
+    new = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    done = set(new["frame"])
+    kept = previous[~previous["frame"].isin(done) & previous["frame"].map(
+        lambda f: (labels / f"{f}.png").exists())] if len(previous) else previous
+    known = done | set(kept["frame"])
+    extra = [{"frame": p.stem, "status": "exists", "reason": "label map from an earlier run"}
+             for p in sorted(labels.glob("[!.]*.png")) if p.stem not in known]
+    parts = [df for df in (kept, new, pd.DataFrame(extra, columns=list(INDEX_COLUMNS))) if len(df)]
+    merged = pd.concat(parts, ignore_index=True) if parts else new
+    return merged.sort_values("frame", key=lambda s: s.map(lambda f: _natural_key(Path(f)))).reset_index(drop=True)
+
+
+def write_index(path: Path, frame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def remove_partial_files(labels: Path) -> int:
+    """Temporary files of writers that were killed mid-write (never a finished label map)."""
+    n = 0
+    for p in labels.glob(".*.tmp*"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+# ---- the job -------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    frames: int  # rows in this run (segmented + skipped)
+    segmented: int
+    skipped: int
+    existing: int  # frames in the index from earlier runs (their label maps existed)
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.segmented / self.seconds if self.seconds > 0 else 0.0
+
+
+def segment_recording(model, out, rgb=None, aux=None, bag=None, rgb_topic=None, aux_topic=None, workers: int = 1,
+                      gpus_per_worker: float = 0.0, batch_size: int = 8, overwrite: bool = False,
+                      match: str = "name", color_order: str = "bgr", depth_units: float | None = None,
+                      resize_aux: bool = False, threads: int | None = None) -> Report:
+    """Run the pipeline on the Ray cluster this process is connected to (``ray.init`` first)."""
+    import ray
+
+    if not ray.is_initialized():
+        raise RuntimeError("connect to Ray first: ray.init() (local) or ray.init(address='auto')")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    model = str(Path(model).resolve())
+    info = model_info(model)
+    out = Path(out).resolve()
+    labels = out / "labels"
+    labels.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(labels)
+    shards = list_shards(rgb, aux, bag, match)
+    todo = [s for s in shards if overwrite or s.name is None or not (labels / f"{s.name}.png").exists()]
+    resources = worker_resources(workers, gpus_per_worker, ray.cluster_resources().get("CPU", 0.0))
+    if threads is None and not gpus_per_worker:
+        threads = max(1, int(resources["num_cpus"]))
+    started = time.time()
+    rows = []
+    if todo:
+        rows = _run(info, model, out, todo, workers, gpus_per_worker, batch_size, overwrite, started, resources,
+                    threads, dict(color_order=color_order, depth_units=depth_units, resize_aux=resize_aux,
+                                  rgb_topic=rgb_topic, aux_topic=aux_topic))
+    seconds = time.time() - started
+    names = [r["frame"] for r in rows]
+    if len(names) != len(set(names)):
+        raise RuntimeError("two frames share one output name: " + ", ".join(sorted({n for n in names if names.count(n) > 1})[:5]))
+    remove_partial_files(labels)  # a killed writer's temporary file (its frame was redone)
+    index = merge_index(read_index(out / "index.parquet"), rows, labels)
+    write_index(out / "index.parquet", index)
+    segmented = sum(r["status"] == "segmented" for r in rows)
+    return Report(len(rows), segmented, len(rows) - segmented, len(index) - len(rows), seconds)
+
+
+def _run(info, model, out, shards, workers, gpus_per_worker, batch_size, overwrite, started, resources, threads,
+         reader_options) -> list[dict]:
+    import ray
+
+    items = [vars(s) for s in shards]
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), 1000))
+    ds = ds.flat_map(read_shard, fn_kwargs=dict(info=info, out=str(out), overwrite=overwrite,
+                                                **reader_options))
+    ds = ds.map_batches(
+        SegmentFrames, batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+        fn_constructor_kwargs=dict(model=model, out=str(out), overwrite=overwrite, run_started=started,
+                                   device="cuda" if gpus_per_worker else "cpu", threads=threads),
+        **resources)  # Ray Data restarts a dead actor and retries its batch (max_restarts=-1 by default)
+    rows = []
+    for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+        rows.extend(batch.to_dict("records"))
+    return rows
+
+
+# ---- command line --------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m runtime.batch", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="exported GoPT model: .onnx, or .engine / .plan with its .json sidecar")
+    p.add_argument("--rgb", help="RGB frames: a folder of images or videos, an image, a video; or a folder / file "
+                                 "of MFNet 4-channel PNGs (BGR + thermal) without --aux")
+    p.add_argument("--aux", help="auxiliary frames (thermal / depth / ...) paired with --rgb by file name")
+    p.add_argument("--bag", help="a ROS bag (or a folder of bags) instead of --rgb / --aux")
+    p.add_argument("--rgb-topic", help="the RGB image topic in --bag")
+    p.add_argument("--aux-topic", help="the auxiliary image topic in --bag")
+    p.add_argument("--out", required=True, help="output folder: labels/NAME.png and index.parquet")
+    p.add_argument("--workers", type=int, default=None,
+                   help="inference actors (default: one per GPU with --gpus-per-worker, else 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="GPUs each actor reserves (default: 1 when the cluster has GPUs, else 0: CPU)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per inference call")
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime CPU threads per actor (default: the CPUs the actor reserves)")
+    p.add_argument("--address", default=None, help="Ray cluster address ('auto': the cluster this node belongs to); "
+                                                   "default: a local Ray on this machine")
+    p.add_argument("--overwrite", action="store_true", help="segment frames whose label map exists again")
+    p.add_argument("--match", choices=("name", "timestamp"), default="name",
+                   help="pairing of two image folders: by file name or by the timestamp in the names")
+    p.add_argument("--color-order", choices=("bgr", "rgb"), default="bgr")
+    p.add_argument("--depth-units", type=float, default=None,
+                   help="metres per count of uint16 depth frames (default: the model's, else 0.001)")
+    p.add_argument("--resize-aux", action="store_true", help="accept aux frames of another size than the RGB frames")
+    args = p.parse_args(argv)
+    if args.bag and not (args.rgb_topic and args.aux_topic):
+        p.error("--bag needs --rgb-topic and --aux-topic")
+    if not args.bag and not args.rgb:
+        p.error("pass --rgb (and --aux) or --bag")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        import ray
+    except ImportError:
+        print(f"error: {_install_hint()}", file=sys.stderr)
+        return 2
+    connected = ray.is_initialized()
+    if not connected:
+        ray.init(address=args.address, include_dashboard=False if args.address is None else None,
+                 log_to_driver=False)
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        gpus_per_worker = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if gpus else 0.0)
+        workers = args.workers or (max(1, int(gpus // gpus_per_worker)) if gpus_per_worker else 1)
+        report = segment_recording(args.model, args.out, args.rgb, args.aux, args.bag, args.rgb_topic,
+                                   args.aux_topic, workers, gpus_per_worker, args.batch_size, args.overwrite,
+                                   args.match, args.color_order, args.depth_units, args.resize_aux, args.threads)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if not connected:
+            ray.shutdown()
+    print(f"{report.segmented} frames segmented, {report.skipped} skipped (see index.parquet), "
+          f"{report.existing} already done; {report.fps:.1f} frames/s over {report.seconds:.1f} s -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
