@@ -1,6 +1,14 @@
-"""Write the demo checkpoint: a ViT-B GoPT for RGB-Thermal with seeded RANDOM weights.
+"""Write a demo checkpoint: a ViT-B GoPT with seeded RANDOM weights, RGB-Thermal or RGB-Depth.
 
-    python -m models.demo_checkpoint [-o checkpoints/gopt_demo_rgbt.pt] [--seed 0]
+    python -m models.demo_checkpoint [--modality thermal|depth] [-o PATH] [--seed 0]
+
+thermal (default, ``checkpoints/gopt_demo_rgbt.pt``): MFNet's 9 classes, thermal statistics
+of the bundled MFNet frames (0-255 values).
+depth (``checkpoints/gopt_demo_rgbd.pt``): SUN RGB-D's 37 classes (the bundled ESANet
+frame is a 512x424 Kinect v2 frame, SUN RGB-D's kind), depth statistics in metres (the
+values the depth decoder yields: uint16 counts x ``depth_units``) over the valid pixels of
+that frame as the runtime reads it by default (1 mm per count, the unit upstream lists;
+data/samples/README.md discusses it); holes (0) enter the model as the mean.
 
 The weights are untrained. The demo exercises the pipeline (checkpoint -> export ->
 runtime -> benchmark) on real sensor frames; its label maps mean nothing.
@@ -19,18 +27,37 @@ from .gopt import GoPT, gopt_vit_b
 MFNET_CLASSES = ["unlabeled", "car", "person", "bike", "curve", "car_stop", "guardrail", "color_cone", "bump"]
 # Thermal statistics (0-255) pooled over the two bundled MFNet samples.
 MFNET_THERMAL_MEAN, MFNET_THERMAL_STD = [65.6], [22.3]
+SUNRGBD_CLASSES = ["wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+                   "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror",
+                   "floor_mat", "clothes", "ceiling", "books", "fridge", "tv", "paper", "towel", "shower_curtain",
+                   "box", "whiteboard", "person", "night_stand", "toilet", "sink", "lamp", "bathtub", "bag"]
+# Depth statistics in metres over the valid pixels of the bundled ESANet frame at 1 mm per count.
+ESANET_DEPTH_MEAN, ESANET_DEPTH_STD = [25.6], [6.33]
 UNTRAINED_NOTE = ("UNTRAINED: seeded random weights for exercising the pipeline; "
                   "the label maps it produces mean nothing")
-DEFAULT_PATH = os.path.join("checkpoints", "gopt_demo_rgbt.pt")
+DEFAULT_PATHS = {"thermal": os.path.join("checkpoints", "gopt_demo_rgbt.pt"),
+                 "depth": os.path.join("checkpoints", "gopt_demo_rgbd.pt")}
+DEFAULT_PATH = DEFAULT_PATHS["thermal"]
+
+
+def demo_config(modality: str = "thermal"):
+    """The ViT-B GoPT configuration of the demo checkpoint of ``modality`` (thermal, depth)."""
+    if modality == "thermal":
+        return gopt_vit_b(num_classes=len(MFNET_CLASSES), aux_channels=1, img_size=(480, 640), modality="thermal",
+                          aux_mean=MFNET_THERMAL_MEAN, aux_std=MFNET_THERMAL_STD, class_names=MFNET_CLASSES,
+                          untrained=True, description=UNTRAINED_NOTE)
+    if modality == "depth":
+        # 416 x 512: the ESANet frame's 424 x 512 rounded down to multiples of 16.
+        return gopt_vit_b(num_classes=len(SUNRGBD_CLASSES), aux_channels=1, img_size=(416, 512), modality="depth",
+                          aux_mean=ESANET_DEPTH_MEAN, aux_std=ESANET_DEPTH_STD, class_names=SUNRGBD_CLASSES,
+                          untrained=True, description=UNTRAINED_NOTE)
+    raise ValueError(f"demo checkpoints exist for modality 'thermal' or 'depth', got {modality!r}")
 
 
 def build_demo_gopt(seed: int = 0, config=None) -> GoPT:
     """A GoPT whose every weight is drawn from a seeded generator (the up-projections too,
     so the prompter visibly acts instead of being the zero-initialised identity)."""
-    config = config or gopt_vit_b(
-        num_classes=len(MFNET_CLASSES), aux_channels=1, img_size=(480, 640), modality="thermal",
-        aux_mean=MFNET_THERMAL_MEAN, aux_std=MFNET_THERMAL_STD, class_names=MFNET_CLASSES,
-        untrained=True, description=UNTRAINED_NOTE)
+    config = config or demo_config("thermal")
     torch.manual_seed(seed)
     model = GoPT(config)
     with torch.no_grad():
@@ -46,14 +73,17 @@ def build_demo_gopt(seed: int = 0, config=None) -> GoPT:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-o", "--output", default=DEFAULT_PATH)
+    ap.add_argument("--modality", choices=sorted(DEFAULT_PATHS), default="thermal")
+    ap.add_argument("-o", "--output", default=None, help="default: checkpoints/gopt_demo_rgbt.pt or _rgbd.pt")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    model = build_demo_gopt(args.seed)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    save_gopt(model, args.output)
+    output = args.output or DEFAULT_PATHS[args.modality]
+    model = build_demo_gopt(args.seed, demo_config(args.modality))
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    save_gopt(model, output)
     cfg = model.config
-    print(f"wrote {args.output}: GoPT ViT-B RGB-T, {cfg.num_classes} MFNet classes, "
+    what = "RGB-T, MFNet" if args.modality == "thermal" else "RGB-D, SUN RGB-D"
+    print(f"wrote {output}: GoPT ViT-B {what} ({cfg.num_classes} classes), "
           f"{cfg.img_size[0]}x{cfg.img_size[1]}, {model.trainable_parameters():,} trainable parameters")
     print(UNTRAINED_NOTE)
 
