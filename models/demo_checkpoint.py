@@ -1,6 +1,6 @@
 """Write a demo checkpoint: a ViT-B GoPT with seeded RANDOM weights, RGB-Thermal or RGB-Depth.
 
-    python -m models.demo_checkpoint [--modality thermal|depth] [-o PATH] [--seed 0]
+    python -m models.demo_checkpoint [--modality thermal|depth] [--tiny] [-o PATH] [--seed 0]
 
 thermal (default, ``checkpoints/gopt_demo_rgbt.pt``): MFNet's 9 classes, thermal statistics
 of the bundled MFNet frames (0-255 values).
@@ -9,6 +9,9 @@ frame is a 512x424 Kinect v2 frame, SUN RGB-D's kind), depth statistics in metre
 values the depth decoder yields: uint16 counts x ``depth_units``) over the valid pixels of
 that frame as the runtime reads it by default (1 mm per count, the unit upstream lists;
 data/samples/README.md discusses it); holes (0) enter the model as the mean.
+
+``--tiny``: the same classes and statistics on a 2-block, width-64 ViT at 96x128 (for
+stream and batching benchmarks where the model must keep up with 30 Hz cameras on a CPU).
 
 The weights are untrained. The demo exercises the pipeline (checkpoint -> export ->
 runtime -> benchmark) on real sensor frames; its label maps mean nothing.
@@ -22,7 +25,7 @@ import torch
 from torch import nn
 
 from .checkpoint import save_gopt
-from .gopt import GoPT, gopt_vit_b
+from .gopt import GoPT, GoPTConfig, gopt_vit_b
 
 MFNET_CLASSES = ["unlabeled", "car", "person", "bike", "curve", "car_stop", "guardrail", "color_cone", "bump"]
 # Thermal statistics (0-255) pooled over the two bundled MFNet samples.
@@ -38,20 +41,29 @@ UNTRAINED_NOTE = ("UNTRAINED: seeded random weights for exercising the pipeline;
 DEFAULT_PATHS = {"thermal": os.path.join("checkpoints", "gopt_demo_rgbt.pt"),
                  "depth": os.path.join("checkpoints", "gopt_demo_rgbd.pt")}
 DEFAULT_PATH = DEFAULT_PATHS["thermal"]
+# An untrained GoPT's prompter smooths its tokens into exact ties between groups; a tie
+# PyTorch and ONNX Runtime round apart flips a hard assignment, and with it part of the
+# label map. Seed 0's depth model ties on the bundled ESANet frame (ONNX Runtime agrees on
+# 96% of the labels); seed 3's closest assignment there is 7e-8 apart, not tied.
+DEFAULT_SEEDS = {"thermal": 0, "depth": 3}
 
 
-def demo_config(modality: str = "thermal"):
-    """The ViT-B GoPT configuration of the demo checkpoint of ``modality`` (thermal, depth)."""
+def demo_config(modality: str = "thermal", tiny: bool = False):
+    """The GoPT configuration of the demo checkpoint of ``modality`` (thermal, depth):
+    ViT-B, or with ``tiny`` a 2-block width-64 ViT at 96x128."""
     if modality == "thermal":
-        return gopt_vit_b(num_classes=len(MFNET_CLASSES), aux_channels=1, img_size=(480, 640), modality="thermal",
-                          aux_mean=MFNET_THERMAL_MEAN, aux_std=MFNET_THERMAL_STD, class_names=MFNET_CLASSES,
-                          untrained=True, description=UNTRAINED_NOTE)
-    if modality == "depth":
+        kw = dict(num_classes=len(MFNET_CLASSES), img_size=(480, 640), modality="thermal",
+                  aux_mean=MFNET_THERMAL_MEAN, aux_std=MFNET_THERMAL_STD, class_names=MFNET_CLASSES)
+    elif modality == "depth":
         # 416 x 512: the ESANet frame's 424 x 512 rounded down to multiples of 16.
-        return gopt_vit_b(num_classes=len(SUNRGBD_CLASSES), aux_channels=1, img_size=(416, 512), modality="depth",
-                          aux_mean=ESANET_DEPTH_MEAN, aux_std=ESANET_DEPTH_STD, class_names=SUNRGBD_CLASSES,
-                          untrained=True, description=UNTRAINED_NOTE)
-    raise ValueError(f"demo checkpoints exist for modality 'thermal' or 'depth', got {modality!r}")
+        kw = dict(num_classes=len(SUNRGBD_CLASSES), img_size=(416, 512), modality="depth",
+                  aux_mean=ESANET_DEPTH_MEAN, aux_std=ESANET_DEPTH_STD, class_names=SUNRGBD_CLASSES)
+    else:
+        raise ValueError(f"demo checkpoints exist for modality 'thermal' or 'depth', got {modality!r}")
+    kw.update(aux_channels=1, untrained=True, description=UNTRAINED_NOTE)
+    if tiny:
+        return GoPTConfig(**{**kw, "img_size": (96, 128)}, embed_dim=64, depth=2, num_heads=2, prompt_dim=16)
+    return gopt_vit_b(**kw)
 
 
 def build_demo_gopt(seed: int = 0, config=None) -> GoPT:
@@ -74,16 +86,19 @@ def build_demo_gopt(seed: int = 0, config=None) -> GoPT:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modality", choices=sorted(DEFAULT_PATHS), default="thermal")
-    ap.add_argument("-o", "--output", default=None, help="default: checkpoints/gopt_demo_rgbt.pt or _rgbd.pt")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tiny", action="store_true", help="a 2-block width-64 ViT at 96x128 instead of ViT-B")
+    ap.add_argument("-o", "--output", default=None,
+                    help="default: checkpoints/gopt_demo_rgbt.pt or _rgbd.pt (--tiny: gopt_tiny_rgbt.pt / _rgbd.pt)")
+    ap.add_argument("--seed", type=int, default=None, help="default: 0 (thermal), 3 (depth)")
     args = ap.parse_args(argv)
-    output = args.output or DEFAULT_PATHS[args.modality]
-    model = build_demo_gopt(args.seed, demo_config(args.modality))
+    output = args.output or DEFAULT_PATHS[args.modality].replace("_demo_", "_tiny_" if args.tiny else "_demo_")
+    seed = DEFAULT_SEEDS[args.modality] if args.seed is None else args.seed
+    model = build_demo_gopt(seed, demo_config(args.modality, args.tiny))
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     save_gopt(model, output)
     cfg = model.config
     what = "RGB-T, MFNet" if args.modality == "thermal" else "RGB-D, SUN RGB-D"
-    print(f"wrote {output}: GoPT ViT-B {what} ({cfg.num_classes} classes), "
+    print(f"wrote {output}: GoPT {'tiny' if args.tiny else 'ViT-B'} {what} ({cfg.num_classes} classes), "
           f"{cfg.img_size[0]}x{cfg.img_size[1]}, {model.trainable_parameters():,} trainable parameters")
     print(UNTRAINED_NOTE)
 
