@@ -27,7 +27,9 @@ Reported per configuration and camera: frames offered, processed and sustained f
 capture-to-result latency min / p50 / p90 / p99 / max; time queued (prepared, waiting for
 inference); time in the sensor buffer; inference time; frames dropped by reason (stale:
 discarded by drop_stale; overrun: overwritten in the sensor buffer; no_partner: no
-auxiliary frame in time; error: a frame the runtime refused); pairing skew; this process's
+auxiliary frame in time; error: a frame the runtime refused, skipped by the sequential and
+batched loops; ``runtime.stream`` stops at such a frame, so the benchmark stops with its
+message); pairing skew; this process's
 CPU use, the whole machine's, and the GPU's (nvidia-smi) when there is one.
 processed + dropped = offered, for every camera.
 """
@@ -164,23 +166,29 @@ def record(camera: int, r, batch: int = 1) -> dict:
     queued = t.get("queued", t["latency"] - t["decode"] - t["preprocess"] - t["infer"])
     return {"camera": camera, "index": r.frame.index, "t_capture_s": r.frame.timestamp / 1e3,
             "latency": t["latency"], "infer": t["infer"], "queued": max(queued, 0.0), "read": t["decode"],
-            "preprocess": t["preprocess"], "batch": batch, "stale": r.dropped}
+            "preprocess": t["preprocess"], "batch": batch, "stale": r.dropped, "errors": getattr(r, "errors", 0)}
 
 
 def run_sequential(seg, replay) -> list[dict]:
-    """Read, preprocess, infer: one frame at a time, no overlap, no queue."""
-    out = []
+    """Read, preprocess, infer: one frame at a time, no overlap, no queue. A frame the
+    Segmenter refuses is counted and skipped."""
+    out, errors = [], 0
     try:
         for frame in replay:
             read = time.perf_counter()
-            prepared = seg.prepare(frame.rgb, frame.aux)
+            try:
+                prepared = seg.prepare(frame.rgb, frame.aux)
+            except ValueError as e:
+                errors += 1
+                print(f"    frame {frame.name} skipped: {e}", file=sys.stderr)
+                continue
             done = time.perf_counter()
             seg.run_prepared([prepared])
             t1 = time.perf_counter()
             out.append({"camera": 0, "index": frame.index, "t_capture_s": frame.timestamp / 1e3,
                         "latency": 1e3 * (t1 - frame.captured), "infer": 1e3 * (t1 - done), "queued": 0.0,
                         "read": 1e3 * (read - frame.captured), "preprocess": 1e3 * (done - read), "batch": 1,
-                        "stale": 0})
+                        "stale": 0, "errors": errors})
     finally:
         replay.close()
     return out
@@ -247,7 +255,7 @@ def pct(values, qs=(50, 90, 99)) -> dict:
 
 def camera_summary(camera: int, records: list[dict], stats, wall_s: float) -> dict:
     dropped = {"stale": max((x["stale"] for x in records), default=0), "overrun": stats.overrun,
-               "no_partner": stats.no_partner, "error": 0}
+               "no_partner": stats.no_partner, "error": max((x["errors"] for x in records), default=0)}
     skew = np.asarray(stats.skews_ms, np.float64)
     return {"camera": camera, "offered": stats.offered, "processed": len(records), "dropped": dropped,
             "drop_rate": sum(dropped.values()) / stats.offered if stats.offered else 0.0,

@@ -17,10 +17,13 @@ capacity: a fixed-batch graph's batch, a TensorRT profile's maximum, ``max_batch
 the number of cameras for a dynamic batch axis. When more cameras wait than fit, the
 cameras served least recently go first, so no camera starves.
 
-One loop drives the Segmenter: it is the only caller of ``run_prepared``.
+A frame the Segmenter refuses (a ``ValueError``: wrong size, dtype, NaN ...) is logged,
+counted in ``CameraResult.errors`` and skipped; the camera goes on. One loop drives the
+Segmenter: it is the only caller of ``run_prepared``.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -29,11 +32,14 @@ from typing import Iterator
 
 from .streams import FramePair, Result
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class CameraResult(Result):
     camera: int = 0  # position of the camera's source in ``sources``
     batch: int = 1  # frames in the inference call that produced this result
+    errors: int = 0  # frames of this camera refused (ValueError) and skipped so far
 
 
 @dataclass
@@ -64,6 +70,7 @@ class _Camera:
         self.queue_size, self.drop_stale, self.color_order = queue_size, drop_stale, color_order
         self.pending: deque[_Pending] = deque()
         self.dropped = 0
+        self.errors = 0
         self.ended = False
         self.error: BaseException | None = None
         self.last_served = -1  # batch number that last served this camera
@@ -81,7 +88,12 @@ class _Camera:
                 decoded = time.perf_counter()
                 if frame.captured is not None:
                     start = frame.captured
-                prepared = self.segmenter.prepare(frame.rgb, frame.aux, self.color_order)
+                try:
+                    prepared = self.segmenter.prepare(frame.rgb, frame.aux, self.color_order)
+                except ValueError as e:
+                    self.errors += 1
+                    log.warning("camera %d, frame %s skipped: %s", self.index, frame.name, e)
+                    continue
                 done = time.perf_counter()
                 self._offer(_Pending(frame, prepared, start, {"decode": 1e3 * (decoded - start),
                                                               "preprocess": 1e3 * (done - decoded),
@@ -172,7 +184,7 @@ def _loop(segmenter, sources, capacity, drop_stale, queue_size, color_order) -> 
                 timing = {k: v for k, v in job.timing.items() if not k.startswith("_")}
                 timing.update(queued=1e3 * (t0 - job.timing["_ready"]), infer=1e3 * (t1 - t0),
                               latency=1e3 * (t1 - job.start))
-                yield CameraResult(job.frame, lab, timing, c.dropped, camera=c.index, batch=len(jobs))
+                yield CameraResult(job.frame, lab, timing, c.dropped, camera=c.index, batch=len(jobs), errors=c.errors)
     finally:
         stop.set()
         with cond:

@@ -146,3 +146,17 @@ def test_a_failing_camera_is_raised_and_everything_stops(seg):
             pass
     assert all(s.closed for s in sources)
     assert_cameras_ended()
+
+
+def test_a_bad_frame_is_counted_and_skipped(seg):
+    class OneBad(ListSource):
+        def __iter__(self):
+            for f in super().__iter__():
+                if f.index == 2:
+                    f.aux = f.aux[:10]  # a size the Segmenter refuses
+                yield f
+
+    results = list(multi_stream(seg, [OneBad(0, 5), ListSource(1, 5)], drop_stale=False))
+    assert sorted(r.frame.index for r in results if r.camera == 0) == [0, 1, 3, 4]
+    assert [r.errors for r in results if r.camera == 0][-1] == 1
+    assert len([r for r in results if r.camera == 1]) == 5
