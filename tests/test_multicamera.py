@@ -81,7 +81,10 @@ def test_results_equal_separate_runs_and_batches(seg):
 
 def test_capacity_one_serves_cameras_in_turn(seg):
     sources = [ListSource(c, 8) for c in range(3)]
-    order = [r.camera for r in multi_stream(seg, sources, max_batch=1, drop_stale=False)]
+    order = []
+    for r in multi_stream(seg, sources, max_batch=1, drop_stale=False):
+        order.append(r.camera)
+        time.sleep(0.05)  # a slow consumer: every camera has refilled its queue before the next pick
     assert len(order) == 24
     # While every camera has a pending frame, each window of three calls serves all three.
     for start in range(0, 18, 3):
