@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import resource
 import shutil
@@ -54,7 +53,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.latency import environment  # noqa: E402
+from benchmarks.latency import _json_default, environment  # noqa: E402
 from runtime import Segmenter  # noqa: E402
 from runtime.files import atomic_path, write_text_atomic  # noqa: E402
 from runtime.multicamera import multi_stream  # noqa: E402
@@ -457,14 +456,6 @@ def main(argv=None) -> int:
         plot(result, args.plot)
         print(f"wrote {args.plot}")
     return 0
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    return str(o)
 
 
 if __name__ == "__main__":
