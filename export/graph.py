@@ -1,4 +1,6 @@
-"""ONNX graph hygiene after export: shape folding, metadata, the TensorRT op check, fp16."""
+"""ONNX graph hygiene after export: shape folding, metadata, the TensorRT op check, and the
+precision policy of half-precision models (fp16 / bf16) and of quantized ones: which nodes
+must stay fp32."""
 from __future__ import annotations
 
 import warnings
@@ -70,7 +72,11 @@ def tensorrt_problems(model: onnx.ModelProto) -> list[str]:
     return problems
 
 
-def _argmax_input_chain(model: onnx.ModelProto) -> set[str]:
+def argmax_input_chain(model: onnx.ModelProto) -> set[str]:
+    """Names of the nodes that compute an ArgMax's input: back from every ArgMax through
+    value-moving ops to (and including) the MatMul / Gemm / Conv that computes the scores.
+    Half-precision and quantized models keep this chain in fp32 so that a hard assignment
+    sees fp32 scores."""
     producer = {out: node for node in model.graph.node for out in node.output}
     initializers = {t.name for t in model.graph.initializer}
     keep, stack = set(), [n.input[0] for n in model.graph.node if n.op_type == "ArgMax"]
@@ -96,7 +102,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     for i, node in enumerate(model.graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{i}"
-    keep = _argmax_input_chain(model)
+    keep = argmax_input_chain(model)
     # An explicit Cast to float32 (an upcast written in the model) is kept as it is; the
     # converter then casts its result down, which it does not do for unblocked Casts.
     keep |= {n.name for n in model.graph.node if n.op_type == "Cast" and
@@ -108,6 +114,48 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     _restore_fp32_outputs(model)
     _feed_fp32(model, keep)
     return model
+
+
+def to_half(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
+    """``to_fp16`` or ``to_bf16`` by name ("fp16" / "bf16")."""
+    if precision == "fp16":
+        return to_fp16(model)
+    if precision == "bf16":
+        return to_bf16(model)
+    raise ValueError(f"half precision is fp16 or bf16, got {precision!r}")
+
+
+def to_bf16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The fp16 policy of ``to_fp16`` with bfloat16 in place of float16: the same nodes stay
+    fp32, every half-precision tensor is bf16, and the weights are rounded to bf16 from their
+    fp32 values (not through fp16, whose range is smaller)."""
+    import ml_dtypes
+    from onnx import numpy_helper
+
+    FLOAT16, BFLOAT16 = onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16
+    originals = {t.name: t for t in model.graph.initializer}
+
+    def bf16_tensor(t: onnx.TensorProto) -> onnx.TensorProto:
+        source = originals.get(t.name) or originals.get(t.name.removesuffix("_fp16")) or t
+        values = numpy_helper.to_array(source).astype("float32")
+        out = numpy_helper.from_array(values.astype(ml_dtypes.bfloat16), t.name)
+        return out
+
+    half = to_fp16(model)
+    for i, t in enumerate(half.graph.initializer):
+        if t.data_type == FLOAT16:
+            half.graph.initializer[i].CopyFrom(bf16_tensor(t))
+    for v in (*half.graph.value_info, *half.graph.input, *half.graph.output):
+        if v.type.tensor_type.elem_type == FLOAT16:
+            v.type.tensor_type.elem_type = BFLOAT16
+    for node in half.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.INT and attr.name == "to" and attr.i == FLOAT16:
+                attr.i = BFLOAT16
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == FLOAT16:
+                attr.t.CopyFrom(bf16_tensor(attr.t))
+    onnx.checker.check_model(half)
+    return half
 
 
 def _feed_fp32(model: onnx.ModelProto, keep: set[str]) -> None:

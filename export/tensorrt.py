@@ -1,16 +1,22 @@
-"""Build a TensorRT 10 engine from an exported ONNX model, on the GPU that will run it.
+"""Build a TensorRT engine (TensorRT 10.3 to 11.x) from an exported ONNX model, on the GPU
+that will run it.
 
-    python -m export.tensorrt MODEL.onnx [-o ENGINE] [--fp16 | --bf16] [--strongly-typed]
+    python -m export.tensorrt MODEL.onnx [-o ENGINE] [--fp16 | --bf16]
                               [--min-batch N] [--opt-batch N] [--max-batch N]
                               [--shape NAME=MIN,OPT,MAX] [--timing-cache FILE]
                               [--workspace GIB] [--opt-level 0-5] [--plugins LIB]
 
+Every network is built strongly typed: each layer runs in the precision of its ONNX
+tensors, on TensorRT 10.3 (Jetson Orin, JetPack 6) as on TensorRT 11, which has no other
+kind of network. An fp16 / bf16 ONNX model (``python -m export.onnx --fp16``) builds an
+fp16 / bf16 engine; a Q/DQ model (``python -m export.quantize``) an INT8 / FP8 one.
+--fp16 / --bf16 on an fp32 model first write MODEL.fp16.onnx / MODEL.bf16.onnx with the
+export's precision policy (LayerNorm, softmax, every argmax and the layers computing its
+input stay fp32: export/graph.py), then build that file.
+
 The optimisation profile comes from the model's metadata (``mmseg_deploy``): the "batch"
 axis ranges over --min/--opt/--max-batch (default 1/1/4), other named axes over their
-defaults ("num_points": 1/1/16) or --shape. --fp16 / --bf16 let TensorRT choose
-half-precision kernels but keep LayerNorm, softmax, reductions and every argmax input
-(with the layers that compute it) in fp32. --strongly-typed instead takes every precision
-from the ONNX types (an fp16 model from ``python -m export.onnx --fp16``).
+defaults ("num_points": 1/1/16) or --shape.
 
 Writes ENGINE (default: MODEL.engine, or MODEL.fp16.engine when the precision changes)
 and ENGINE.json beside it: the TensorRT version and the GPU / compute capability the
@@ -27,19 +33,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import os
 import sys
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NamedTuple
-
 import onnx
 
 from .progress import Progress
 from runtime import plugin_ops
-from runtime.files import file_sha256, write_bytes_atomic
+from runtime.files import atomic_path, file_sha256, write_bytes_atomic
 from runtime.metadata import ModelFileError, ModelInfo, info_from_metadata_map
 from runtime.trt_backend import (BackendUnavailable, EngineSidecar, capability_string, cuda_device, import_cudart,
                                  import_tensorrt, sidecar_path, write_sidecar)
@@ -47,6 +50,8 @@ from . import graph
 
 DEFAULT_BATCH = (1, 1, 4)
 DEFAULT_AXES = {"num_points": (1, 1, 16)}  # SimCMF clicks per prompt
+HALF = ("fp16", "bf16")
+QUANTIZED = ("int8", "fp8")  # Q/DQ models: built as they are
 ENGINE_SUFFIXES = (".engine", ".plan")
 
 
@@ -181,11 +186,10 @@ def parse_args(argv):
     ap.add_argument("-o", "--output", type=Path, help="engine path (.engine or .plan); ENGINE.json goes beside it")
     precision = ap.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true",
-                           help="allow fp16 kernels (numerically sensitive layers stay fp32)")
+                           help="fp16 engine: an fp32 model is first written as MODEL.fp16.onnx (LayerNorm, "
+                                "softmax, argmax inputs stay fp32)")
     precision.add_argument("--bf16", action="store_true",
-                           help="allow bf16 kernels (numerically sensitive layers stay fp32)")
-    ap.add_argument("--strongly-typed", action="store_true",
-                    help="take every layer's precision from the ONNX types (no --fp16 / --bf16)")
+                           help="bf16 engine: an fp32 model is first written as MODEL.bf16.onnx (same policy)")
     ap.add_argument("--min-batch", type=int, metavar="N", help=f"smallest batch (default {DEFAULT_BATCH[0]})")
     ap.add_argument("--opt-batch", type=int, metavar="N", help="the batch TensorRT tunes for (default: min)")
     ap.add_argument("--max-batch", type=int, metavar="N", help=f"largest batch (default {DEFAULT_BATCH[2]})")
@@ -207,30 +211,36 @@ def parse_args(argv):
 class BuildPlan:
     """Everything checked before TensorRT is imported."""
 
-    onnx: Path
+    onnx: Path  # the model TensorRT parses (the half-precision copy when one is written)
     engine: Path
     info: ModelInfo  # the ONNX model's metadata
-    precision: str  # the engine's: fp32 / fp16 / bf16
-    strongly_typed: bool
+    precision: str  # the engine's: fp32 / fp16 / bf16 / int8 / fp8, from the ONNX types
     profiles: dict[str, tuple]
     workspace_gib: float | None
     optimization_level: int
     timing_cache: Path | None
     warnings: list[str]
     plugins: Path | None = None  # the plugin library the graph's custom nodes need
+    source: Path | None = None  # the fp32 model ``onnx`` is written from (--fp16 / --bf16), else None
 
 
-def engine_precision(info: ModelInfo, fp16: bool, bf16: bool, strongly_typed: bool) -> str:
-    if strongly_typed:
-        if fp16 or bf16:
-            raise UsageError("--strongly-typed takes every precision from the ONNX types: drop --fp16 / --bf16 "
-                             "(for an fp16 engine, build from `python -m export.onnx --fp16`)")
+def engine_precision(info: ModelInfo, fp16: bool, bf16: bool) -> str:
+    """The engine's precision: the model's own, or fp16 / bf16 asked for on an fp32 model."""
+    asked = "fp16" if fp16 else "bf16" if bf16 else None
+    if asked is None or asked == info.precision:
         return info.precision
-    precision = "fp16" if fp16 else "bf16" if bf16 else "fp32"
-    if info.precision != "fp32" and precision != info.precision:
-        raise UsageError(f"this is an {info.precision} ONNX model: build it with --strongly-typed (its own types) "
-                         f"or --{info.precision}")
-    return precision
+    if info.precision in QUANTIZED:
+        raise UsageError(f"this is an {info.precision} Q/DQ model: it builds as it is (drop --{asked}); its "
+                         "unquantized layers keep their ONNX types")
+    if info.precision != "fp32":
+        raise UsageError(f"this is an {info.precision} ONNX model: build it without --{asked} (its own types) "
+                         f"or from the fp32 model with --{asked}")
+    return asked
+
+
+def half_onnx_path(onnx_path: Path, precision: str) -> Path:
+    """MODEL.onnx -> MODEL.fp16.onnx (the file --fp16 writes and builds)."""
+    return onnx_path.with_name(f"{onnx_path.stem}.{precision}.onnx")
 
 
 def default_engine_path(onnx_path: Path, info: ModelInfo, precision: str) -> Path:
@@ -245,7 +255,7 @@ def make_plan(args) -> BuildPlan:
     problems = graph_input_problems(model, info)
     if problems:
         raise UsageError(f"{args.onnx}: " + "; ".join(problems))
-    precision = engine_precision(info, args.fp16, args.bf16, args.strongly_typed)
+    precision = engine_precision(info, args.fp16, args.bf16)
     shapes = dict(parse_shape(s) for s in args.shape)
     profiles = profiles_from_info(info, args.min_batch, args.opt_batch, args.max_batch, shapes)
     engine = args.output or default_engine_path(args.onnx, info, precision)
@@ -262,8 +272,11 @@ def make_plan(args) -> BuildPlan:
         raise UsageError(f"--timing-cache {args.timing_cache}: not a file")
     warnings = [f"warning: TensorRT 10 would reject this graph: {p}" for p in graph.tensorrt_problems(model)]
     plugins = plugin_library(info, getattr(args, "plugins", None), warnings)
-    return BuildPlan(args.onnx, engine, info, precision, args.strongly_typed, profiles, args.workspace,
-                     args.opt_level, args.timing_cache, warnings, plugins)
+    source, parsed = None, args.onnx
+    if precision != info.precision:
+        source, parsed = args.onnx, half_onnx_path(args.onnx, precision)
+    return BuildPlan(parsed, engine, info, precision, profiles, args.workspace, args.opt_level, args.timing_cache,
+                     warnings, plugins, source)
 
 
 def plugin_library(info: ModelInfo, explicit: Path | None, warnings: list[str]) -> Path | None:
@@ -280,67 +293,14 @@ def plugin_library(info: ModelInfo, explicit: Path | None, warnings: list[str]) 
     return path
 
 
-# ---- mixed precision ---------------------------------------------------------------------------------
-
-class LayerView(NamedTuple):
-    """A network layer as the precision policy sees it: its kind (a trt.LayerType name) and
-    its input / output tensors as (name, is floating point)."""
-
-    kind: str
-    inputs: list
-    outputs: list
-
-
-KEEP_FP32 = {"NORMALIZATION", "SOFTMAX", "REDUCE"}
-# Between the layer computing the scores and an argmax (a TopK layer), these only move or
-# rescale values: the whole chain runs in fp32, the same policy as the fp16 ONNX export.
-ARGMAX_PASS_THROUGH = {"ELEMENTWISE", "RESIZE", "SHUFFLE", "SLICE", "CAST", "IDENTITY", "ACTIVATION"}
-ARGMAX_PRODUCERS = {"MATRIX_MULTIPLY", "CONVOLUTION", "DECONVOLUTION"}
-
-
-def fp32_layers(layers: list[LayerView]) -> set[int]:
-    """Indices of the layers that must compute in fp32 in a half-precision engine: normalisation,
-    softmax and floating-point reductions, every TopK, and the chain that feeds a TopK back to
-    (and including) the MatMul / convolution that computes its scores."""
-    producer = {name: i for i, layer in enumerate(layers) for name, _ in layer.outputs}
-    keep = {i for i, layer in enumerate(layers)
-            if any(is_float for _, is_float in layer.outputs) and (layer.kind in KEEP_FP32 or layer.kind == "TOPK")}
-    stack = [name for layer in layers if layer.kind == "TOPK" for name, is_float in layer.inputs if is_float]
-    seen = set()
-    while stack:
-        i = producer.get(stack.pop())
-        if i is None or i in seen:
-            continue
-        seen.add(i)
-        layer = layers[i]
-        if layer.kind in ARGMAX_PASS_THROUGH:
-            keep.add(i)
-            stack.extend(name for name, is_float in layer.inputs if is_float)
-        elif layer.kind in ARGMAX_PRODUCERS:
-            keep.add(i)
-    return keep
-
-
-def keep_fp32(network, trt) -> int:
-    """Pin the layers of ``fp32_layers`` to fp32 (precision and float outputs); returns how many."""
-    floats = {trt.float32, trt.float16, trt.bfloat16}
-
-    def tensors(layer, count, get):
-        return [(t.name, t.dtype in floats) for t in (get(j) for j in range(count)) if t is not None]
-
-    layers = []
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        layers.append(LayerView(layer.type.name, tensors(layer, layer.num_inputs, layer.get_input),
-                                tensors(layer, layer.num_outputs, layer.get_output)))
-    chosen = fp32_layers(layers)
-    for i in chosen:
-        layer = network.get_layer(i)
-        layer.precision = trt.float32
-        for j in range(layer.num_outputs):
-            if layer.get_output(j).dtype in floats:
-                layer.set_output_type(j, trt.float32)
-    return len(chosen)
+def write_half_onnx(plan: BuildPlan, progress: Progress) -> None:
+    """--fp16 / --bf16 on an fp32 model: ``plan.onnx`` written from ``plan.source`` with the
+    export's precision policy (export/graph.py), metadata precision updated."""
+    with progress(f"writing the {plan.precision} model {plan.onnx} (LayerNorm, softmax, argmax inputs stay fp32)"):
+        model = graph.to_half(onnx.load(str(plan.source)), plan.precision)
+        graph.set_metadata(model, dataclasses.replace(plan.info, precision=plan.precision))
+        with atomic_path(plan.onnx) as tmp:
+            onnx.save(model, str(tmp))
 
 
 # ---- TensorRT ----------------------------------------------------------------------------------------
@@ -407,6 +367,8 @@ def build(plan: BuildPlan, progress: Progress) -> int:
     gpu, capability = cuda_device(import_cudart(), 0)
     cc = capability_string(capability)
     print(f"TensorRT {trt.__version__} on {gpu} (compute capability {cc})")
+    if plan.source is not None:
+        write_half_onnx(plan, progress)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     if plan.plugins is not None:
@@ -416,8 +378,8 @@ def build(plan: BuildPlan, progress: Progress) -> int:
             except (OSError, RuntimeError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
-    network = builder.create_network(flags)
+    # Strongly typed on every version: the flag exists from 10.3 on; TensorRT 11 has no other kind.
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     with progress(f"parsing {plan.onnx}"):
         parsed = parser.parse_from_file(str(plan.onnx))
@@ -427,14 +389,16 @@ def build(plan: BuildPlan, progress: Progress) -> int:
         print(f"error: TensorRT cannot parse {plan.onnx}", file=sys.stderr)
         return 1
 
-    inputs = [network.get_input(i) for i in range(network.num_inputs)]
-    if sorted(t.name for t in inputs) != sorted(plan.profiles):
-        print(f"error: TensorRT sees inputs {[t.name for t in inputs]}, the metadata {sorted(plan.profiles)}",
-              file=sys.stderr)
+    inputs = {}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        inputs[tensor.name] = tuple(tensor.shape)
+    if sorted(inputs) != sorted(plan.profiles):
+        print(f"error: TensorRT sees inputs {sorted(inputs)}, the metadata {sorted(plan.profiles)}", file=sys.stderr)
         return 1
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
-    dynamic = [t.name for t in inputs if any(d < 0 for d in t.shape)]
+    dynamic = [name for name, shape in inputs.items() if any(d < 0 for d in shape)]
     for name in dynamic:
         profile.set_shape(name, *plan.profiles[name])
     if dynamic and config.add_optimization_profile(profile) < 0:
@@ -443,13 +407,6 @@ def build(plan: BuildPlan, progress: Progress) -> int:
     if plan.workspace_gib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(plan.workspace_gib * 2**30))
     config.builder_optimization_level = plan.optimization_level
-    pinned = 0
-    if not plan.strongly_typed and plan.precision in ("fp16", "bf16"):
-        config.set_flag(trt.BuilderFlag.FP16 if plan.precision == "fp16" else trt.BuilderFlag.BF16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        pinned = keep_fp32(network, trt)
-        progress.note(f"    {pinned} of {network.num_layers} layers pinned to fp32 (normalisation, softmax, "
-                      "reductions, argmax inputs)")
     cache_used = set_timing_cache(config, plan.timing_cache, progress)
     monitor = progress_monitor(trt, progress)
     if monitor is not None:
@@ -467,8 +424,9 @@ def build(plan: BuildPlan, progress: Progress) -> int:
         data = bytes(serialized)
         del serialized
         if plan.timing_cache is not None:
-            write_bytes_atomic(plan.timing_cache, bytes(config.get_timing_cache().serialize()))
-        settings = builder_settings(plan, pinned, cache_used, build_seconds)
+            cache = config.get_timing_cache()
+            write_bytes_atomic(plan.timing_cache, bytes(cache.serialize()))
+        settings = builder_settings(plan, cache_used, build_seconds)
         sidecar = sidecar_for(plan, trt.__version__, gpu, capability, data, settings)
         sidecar_path(plan.engine).unlink(missing_ok=True)  # never an old JSON beside a new engine
         write_bytes_atomic(plan.engine, data)
@@ -478,11 +436,9 @@ def build(plan: BuildPlan, progress: Progress) -> int:
     return 0
 
 
-def builder_settings(plan: BuildPlan, fp32_layers_pinned: int, timing_cache_reused: bool, seconds: float) -> dict:
-    half = plan.precision in ("fp16", "bf16") and not plan.strongly_typed
-    return {"fp16": half and plan.precision == "fp16", "bf16": half and plan.precision == "bf16",
-            "strongly_typed": plan.strongly_typed, "obey_precision_constraints": half,
-            "fp32_layers": fp32_layers_pinned, "workspace_gib": plan.workspace_gib,
+def builder_settings(plan: BuildPlan, timing_cache_reused: bool, seconds: float) -> dict:
+    return {"strongly_typed": True, "written_from": plan.source.name if plan.source else None,
+            "workspace_gib": plan.workspace_gib,
             "optimization_level": plan.optimization_level,
             "timing_cache": str(plan.timing_cache) if plan.timing_cache else None,
             "timing_cache_reused": timing_cache_reused, "build_seconds": round(seconds, 1)}

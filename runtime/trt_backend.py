@@ -1,4 +1,4 @@
-"""TensorRT 10 backend: a serialized engine, the JSON beside it, cuda-python for memory.
+"""TensorRT backend (10.3 to 11.x): a serialized engine, the JSON beside it, cuda-python for memory.
 
     backend = TensorRTBackend("gopt_rgbt.engine")      # reads gopt_rgbt.engine.json first
     out = backend.infer({"rgb": rgb, "aux": aux}, ["labels"])
@@ -32,13 +32,14 @@ from .graph_check import check_model
 from .metadata import ModelFileError, ModelInfo, TensorSpec
 
 SIDECAR_FORMAT = "mmseg-deploy-engine/1"
-TENSORRT_MISSING = "TensorRT is not installed (pip install 'tensorrt>=10,<11' on a machine with an NVIDIA GPU)"
+TENSORRT_MISSING = "TensorRT is not installed (pip install 'tensorrt>=10.3,<12' on a machine with an NVIDIA GPU)"
+SUPPORTED_TENSORRT = ((10, 3), (12, 0))  # from 10.3 (JetPack 6) up to, not including, 12
 CUDA_PYTHON_MISSING = "cuda-python is not installed (pip install 'cuda-python>=12')"
 NO_GPU = "no CUDA GPU found"
 
 
 class BackendUnavailable(ValueError):
-    """Something the TensorRT path needs is missing: TensorRT 10, cuda-python or a CUDA GPU."""
+    """Something the TensorRT path needs is missing: TensorRT 10.3-11.x, cuda-python or a CUDA GPU."""
 
 
 # ---- the sidecar JSON ---------------------------------------------------------------------------
@@ -205,8 +206,17 @@ def check_profile_shapes(profiles: dict, feeds: dict) -> None:
 
 # ---- TensorRT and CUDA ----------------------------------------------------------------------------
 
+def tensorrt_version_supported(version: str) -> bool:
+    """10.3 <= version < 12."""
+    try:
+        major, minor = (int(v) for v in version.split(".")[:2])
+    except ValueError:
+        return False
+    return SUPPORTED_TENSORRT[0] <= (major, minor) < SUPPORTED_TENSORRT[1]
+
+
 def import_tensorrt():
-    """The ``tensorrt`` module (10.x), or BackendUnavailable saying what is missing."""
+    """The ``tensorrt`` module (10.3 to 11.x), or BackendUnavailable saying what is missing."""
     try:
         import tensorrt as trt
     except ModuleNotFoundError as e:
@@ -215,9 +225,9 @@ def import_tensorrt():
         raise BackendUnavailable(f"TensorRT is installed but cannot be loaded: {e}") from None
     except (ImportError, OSError) as e:  # e.g. the TensorRT libraries are missing
         raise BackendUnavailable(f"TensorRT is installed but cannot be loaded: {str(e).splitlines()[0]}") from None
-    if not trt.__version__.startswith("10."):
+    if not tensorrt_version_supported(trt.__version__):
         raise BackendUnavailable(f"TensorRT {trt.__version__} is installed; this project builds and runs "
-                                 "TensorRT 10 engines (pip install 'tensorrt>=10,<11')")
+                                 "TensorRT 10.3 to 11.x engines (pip install 'tensorrt>=10.3,<12')")
     return trt
 
 
@@ -316,7 +326,7 @@ class IOBuffer:
 
 
 class TensorRTBackend(Backend):
-    """A TensorRT 10 engine on one CUDA GPU.
+    """A TensorRT engine (10.3 to 11.x) on one CUDA GPU.
 
     ``cuda_graph``: once a call comes with the same input shapes as the call before it (every
     call, for an engine with fixed shapes), the engine's launch is captured into a CUDA graph
