@@ -2,9 +2,13 @@
 
     python -m export.onnx CKPT [--base BASE] [-o OUT] [--img-size H W] [--opset N]
                           [--batch N | --dynamic-batch] [--fp16] [--fused-kernels] [--no-check]
+                          [--uint8-input [--color-order bgr|rgb] [--aux-dtype uint8|uint16]
+                           [--depth-units M]]
 
 GoPT (``gopt/1``): one graph, ``rgb`` [B, 3, H, W] + ``aux`` [B, C_m, H, W] (normalised
-float32) -> ``logits`` [B, K, H, W] and ``labels`` [B, H, W] uint8.
+float32) -> ``logits`` [B, K, H, W] and ``labels`` [B, H, W] uint8. With --uint8-input the
+graph takes the camera's frames (``rgb`` uint8 [B, H, W, 3], ``aux`` in the sensor's type)
+and normalises them itself (export/frame_input.py).
 SimCMF (official delta + ``--base`` SAM checkpoint, or a full state dict): two graphs,
 ``OUT.encoder.onnx`` (x -> embeddings) and ``OUT.decoder.onnx`` (embeddings, clicks ->
 low-res logits, IoU), LoRA folded, the padding point added inside the decoder.
@@ -145,9 +149,11 @@ class GoPTGraph(nn.Module):
 
 
 def export_gopt(model, out: Path, batch: int | str = 1, opset: int = DEFAULT_OPSET, fp16: bool = False,
-                progress: Progress | None = None, fused: bool = False) -> ModelInfo:
+                progress: Progress | None = None, fused: bool = False,
+                frame_input: dict | None = None) -> ModelInfo:
     """Write ``out`` (one graph). ``batch``: a fixed size, or "batch" for a dynamic axis.
-    ``fused``: the prompters' merge and injection as custom nodes for the TensorRT plugins."""
+    ``fused``: the prompters' merge and injection as custom nodes for the TensorRT plugins.
+    ``frame_input`` (``frame_input.default_frame_input``): the graph takes raw frames."""
     from runtime import plugin_ops
 
     progress = progress or Progress(2)
@@ -158,7 +164,7 @@ def export_gopt(model, out: Path, batch: int | str = 1, opset: int = DEFAULT_OPS
     from models.gopt import nonfinite_label
 
     flag = nonfinite_label(cfg.num_classes)
-    info = gopt_model_info(cfg.to_dict(), batch, "fp16" if fp16 else "fp32", versions(), flag)
+    info = gopt_model_info(cfg.to_dict(), batch, "fp16" if fp16 else "fp32", versions(), flag, frame_input)
     translations = None
     if fused:
         from .fused_onnx import translation_table
@@ -166,13 +172,20 @@ def export_gopt(model, out: Path, batch: int | str = 1, opset: int = DEFAULT_OPS
         info.plugins = list(plugin_ops.PLUGINS)
         translations = translation_table()
     example_batch = 2 if isinstance(batch, str) else batch
-    rgb, aux = gopt_random_inputs(cfg, example_batch, seed=0)
+    module = GoPTGraph(model, flag)
+    if frame_input:
+        from .frame_input import FrameInputGraph
+
+        module = FrameInputGraph(module, cfg, frame_input)
+        rgb, aux = gopt_random_frames(cfg, frame_input, example_batch, seed=0)
+    else:
+        rgb, aux = gopt_random_inputs(cfg, example_batch, seed=0)
     # "torch": the PyTorch formulation as standard ONNX ops; "custom_op": one node per fused step
     model.kernel_backend = "custom_op" if fused else "torch"
     try:
         with progress(f"exporting GoPT {cfg.img_size[0]}x{cfg.img_size[1]}{' (fused kernels)' if fused else ''} "
                       f"to {out}"):
-            onnx_model = export_graph(GoPTGraph(model, flag), (torch.from_numpy(rgb), torch.from_numpy(aux)), out,
+            onnx_model = export_graph(module, (torch.from_numpy(rgb), torch.from_numpy(aux)), out,
                                       info.inputs, info.outputs, opset, translations)
             finish(onnx_model, info, out, fp16)
     finally:
@@ -187,30 +200,88 @@ def gopt_random_inputs(cfg, batch: int, seed: int):
             rng.standard_normal((batch, cfg.aux_channels, H, W), dtype=np.float32))
 
 
-def gopt_sample_inputs(cfg):
-    """The bundled real frame of the model's modality, preprocessed as the runtime does."""
-    import cv2
+def gopt_random_frames(cfg, frame_input: dict, batch: int, seed: int):
+    """Random raw frames for a --uint8-input graph: its feeds (depth with holes)."""
+    from runtime.preprocess import frame_feeds
 
-    from runtime.preprocess import preprocess_aux, preprocess_rgb
+    rng = np.random.default_rng(seed)
+    H, W = cfg.img_size
+    feeds = []
+    for _ in range(batch):
+        bgr = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        top = 65536 if frame_input["aux_dtype"] == "uint16" else 256
+        top = 8000 if cfg.modality == "depth" else top  # millimetres, 0-8 m
+        aux = rng.integers(0, top, (H, W, cfg.aux_channels), dtype=np.dtype(frame_input["aux_dtype"]))
+        feeds.append(frame_feeds(bgr, aux, cfg.img_size, cfg.modality, cfg.aux_channels, frame_input, "bgr"))
+    return np.concatenate([f[0] for f in feeds]), np.concatenate([f[1] for f in feeds])
+
+
+def gopt_sample_frames(cfg):
+    """The bundled real frame pair of the model's modality (BGR uint8, sensor dtype), or None."""
+    import cv2
 
     if cfg.modality == "thermal" and cfg.aux_channels == 1:
         frame = cv2.imread(str(SAMPLES / "mfnet_01234N.png"), cv2.IMREAD_UNCHANGED)
-        bgr, aux = frame[..., :3], frame[..., 3]
-    elif cfg.modality == "depth" and cfg.aux_channels == 1:
+        return frame[..., :3], frame[..., 3]
+    if cfg.modality == "depth" and cfg.aux_channels == 1:
         bgr = cv2.imread(str(SAMPLES / "esanet_rgb.png"), cv2.IMREAD_COLOR)
-        aux = cv2.imread(str(SAMPLES / "esanet_depth.png"), cv2.IMREAD_UNCHANGED)
-    else:
+        return bgr, cv2.imread(str(SAMPLES / "esanet_depth.png"), cv2.IMREAD_UNCHANGED)
+    return None
+
+
+def gopt_sample_inputs(cfg):
+    """The bundled real frame of the model's modality, preprocessed as the runtime does."""
+    from runtime.preprocess import preprocess_aux, preprocess_rgb
+
+    frames = gopt_sample_frames(cfg)
+    if frames is None:
         return None
+    bgr, aux = frames
     return (preprocess_rgb(bgr, cfg.img_size, cfg.rgb_mean, cfg.rgb_std),
             preprocess_aux(aux, cfg.img_size, cfg.aux_mean, cfg.aux_std, cfg.modality))
+
+
+def unpack_frames(rgb: np.ndarray, aux: np.ndarray, frame_input: dict):
+    """One frame pair back from a --uint8-input graph's feeds: (BGR uint8, aux in its dtype)."""
+    bgr = rgb[..., ::-1] if frame_input["color_order"] == "rgb" else rgb
+    if frame_input["aux_dtype"] == "uint16":
+        aux = np.ascontiguousarray(aux).view("<u2")[..., 0]
+    return np.ascontiguousarray(bgr), np.ascontiguousarray(aux)
+
+
+def preprocess_frames(cfg, rgb: np.ndarray, aux: np.ndarray, frame_input: dict):
+    """The float32 model inputs the runtime's preprocessing makes of a --uint8-input graph's
+    feeds (frames already at the model's size): the reference the graph is checked against."""
+    from runtime.preprocess import preprocess_aux, preprocess_rgb
+
+    xs, auxs = [], []
+    for r, a in zip(rgb, aux):
+        bgr, a = unpack_frames(r, a, frame_input)
+        xs.append(preprocess_rgb(bgr, cfg.img_size, cfg.rgb_mean, cfg.rgb_std))
+        auxs.append(preprocess_aux(a, cfg.img_size, cfg.aux_mean, cfg.aux_std, cfg.modality,
+                                   frame_input.get("depth_units", 0.001)))
+    return np.concatenate(xs), np.concatenate(auxs)
 
 
 def check_gopt(model, path: Path, info: ModelInfo, batch: int, progress: Progress) -> list[parity.Parity]:
     """ONNX Runtime vs PyTorch fp32 on random inputs and on the bundled real frame."""
     cfg = model.config
     session = ort_session(path, info.plugins)
-    cases = [("random", gopt_random_inputs(cfg, batch, seed=1))]
-    sample = gopt_sample_inputs(cfg)
+    frame_input = info.frame_input
+    if frame_input:
+        from runtime.preprocess import frame_feeds
+
+        cases = [("random", gopt_random_frames(cfg, frame_input, batch, seed=1))]
+        frames = gopt_sample_frames(cfg)
+        sample = None
+        if frames is not None:
+            bgr, aux = frames
+            if frame_input["aux_dtype"] == "uint16" and aux.dtype == np.uint8:
+                aux = aux.astype(np.uint16) * 257  # the 16-bit reading of the same temperatures
+            sample = frame_feeds(bgr, aux, cfg.img_size, cfg.modality, cfg.aux_channels, frame_input, "bgr")
+    else:
+        cases = [("random", gopt_random_inputs(cfg, batch, seed=1))]
+        sample = gopt_sample_inputs(cfg)
     if sample is not None:
         cases.append((f"real {cfg.modality} frame", sample))
     else:
@@ -219,6 +290,8 @@ def check_gopt(model, path: Path, info: ModelInfo, batch: int, progress: Progres
     for name, (rgb, aux) in cases:
         with progress(f"checking on {name} inputs (ONNX Runtime vs PyTorch)"):
             logits, labels = session.run(["logits", "labels"], {"rgb": rgb, "aux": aux})
+            if frame_input:  # the reference: the runtime's preprocessing of the same frames, then PyTorch
+                rgb, aux = preprocess_frames(cfg, rgb, aux, frame_input)
             with torch.inference_mode(), parity.closest_assignment() as margin:
                 ref = model(torch.from_numpy(rgb), torch.from_numpy(aux)).float()
             ref_labels = ref.argmax(1).numpy()
@@ -230,9 +303,9 @@ def check_gopt(model, path: Path, info: ModelInfo, batch: int, progress: Progres
 
 # ---- command line -------------------------------------------------------------------------------
 
-def default_output(ckpt: str, fp16: bool) -> Path:
+def default_output(ckpt: str, fp16: bool, frames: bool = False) -> Path:
     stem = Path(ckpt).with_suffix("")
-    return Path(f"{stem}{'.fp16' if fp16 else ''}.onnx")
+    return Path(f"{stem}{'.frames' if frames else ''}{'.fp16' if fp16 else ''}.onnx")
 
 
 def parse_args(argv):
@@ -254,6 +327,17 @@ def parse_args(argv):
                     help="GoPT: each prompter's merge and injection as one custom node (GoptGroupMerge, "
                     "GoptPromptInject) for the TensorRT plugins of libgopt_trt_plugins.so")
     ap.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    frames = ap.add_argument_group("preprocessing inside the graph (GoPT)")
+    frames.add_argument("--uint8-input", action="store_true",
+                        help="the graph takes the camera's frames: rgb uint8 [B, H, W, 3], aux in the sensor's "
+                             "type, and normalises them itself (default output CKPT.frames.onnx)")
+    frames.add_argument("--color-order", choices=("bgr", "rgb"), default="bgr",
+                        help="colour order of the rgb frames (default bgr, OpenCV's)")
+    frames.add_argument("--aux-dtype", choices=("uint8", "uint16"),
+                        help="the auxiliary sensor's frames (default: uint16 for depth, uint8 otherwise; "
+                             "uint16 thermal is scaled by 1/257)")
+    frames.add_argument("--depth-units", type=float, default=0.001,
+                        help="metres per count of the uint16 depth frames (default 0.001: millimetres)")
     args = ap.parse_args(argv)
     if args.batch < 1:
         ap.error(f"--batch must be >= 1, got {args.batch}")
@@ -290,9 +374,16 @@ def run(args) -> int:
         try:
             if args.img_size:
                 model.set_img_size(args.img_size)
-            final = Path(args.output) if args.output else default_output(args.checkpoint, args.fp16)
+            frame_input = None
+            if args.uint8_input:
+                from .frame_input import default_frame_input
+
+                frame_input = default_frame_input(model.config.modality, args.color_order, args.aux_dtype,
+                                                  args.depth_units)
+            final = (Path(args.output) if args.output
+                     else default_output(args.checkpoint, args.fp16, args.uint8_input))
             out = final if args.no_check else unverified_path(final)
-            info = export_gopt(model, out, batch, args.opset, args.fp16, progress, args.fused_kernels)
+            info = export_gopt(model, out, batch, args.opset, args.fp16, progress, args.fused_kernels, frame_input)
         except ValueError as e:
             print(f"\nerror: {e}", file=sys.stderr)
             return 2
@@ -310,6 +401,9 @@ def run(args) -> int:
 
         if args.fused_kernels:
             print("\nerror: --fused-kernels is for GoPT checkpoints (SimCMF has no fused kernels)", file=sys.stderr)
+            return 2
+        if args.uint8_input:
+            print("\nerror: --uint8-input is for GoPT; SimCMF's encoder takes the normalised image", file=sys.stderr)
             return 2
         model, description = loaded
         print(f"found SimCMF: {description}")

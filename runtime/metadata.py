@@ -42,6 +42,12 @@ class ModelInfo:
     # that do not flag them; the runtime then fetches the logits to check them).
     nonfinite_label: int | None = None
     versions: dict = field(default_factory=dict)
+    # GoPT exported with --uint8-input: the graph takes raw frames and preprocesses them itself
+    # ({"color_order": "bgr", "aux_dtype": "uint8" | "uint16", "depth_units": 0.001}); None: it
+    # takes normalised float32 tensors.
+    frame_input: dict | None = None
+    # Q/DQ models (python -m export.quantize): how they were quantized and calibrated.
+    quantization: dict | None = None
     schema: str = SCHEMA
     # Custom nodes the graph needs (runtime.plugin_ops): TensorRT plugins of namespace "gopt"
     # from libgopt_trt_plugins.so, onnxruntime-extensions ops in ONNX Runtime. Empty: standard ONNX only.
@@ -81,17 +87,25 @@ class ModelInfo:
 
 
 def gopt_model_info(config: dict, batch: int | str, precision: str = "fp32", versions: dict | None = None,
-                    nonfinite_label: int | None = None) -> ModelInfo:
+                    nonfinite_label: int | None = None, frame_input: dict | None = None) -> ModelInfo:
     """The GoPT graph's description: rgb + aux in, logits + uint8 labels out (``nonfinite_label``
-    where the graph flags pixels with non-finite logits)."""
+    where the graph flags pixels with non-finite logits). Inputs are normalised float32
+    [B, C, H, W], or with ``frame_input`` the camera's frames: ``rgb`` uint8 [B, H, W, 3] and
+    ``aux`` uint8 [B, H, W, C_m], or for 16-bit sensors the frames' little-endian bytes
+    [B, H, W, C_m, 2] (TensorRT has no 16-bit integer type)."""
     H, W = config["img_size"]
     K = config["num_classes"]
+    C = config["aux_channels"]
+    if frame_input is None:
+        inputs = [TensorSpec("rgb", [batch, 3, H, W], "float32"), TensorSpec("aux", [batch, C, H, W], "float32")]
+    else:
+        aux_shape = [batch, H, W, C] + ([2] if frame_input["aux_dtype"] == "uint16" else [])
+        inputs = [TensorSpec("rgb", [batch, H, W, 3], "uint8"), TensorSpec("aux", aux_shape, "uint8")]
     return ModelInfo(
         kind="gopt", config=dict(config), precision=precision, versions=dict(versions or {}),
         nonfinite_label=nonfinite_label,
         variant=f"GoPT D={config['embed_dim']} depth={config['depth']} RGB-{config['modality']} K={K}",
-        inputs=[TensorSpec("rgb", [batch, 3, H, W], "float32"),
-                TensorSpec("aux", [batch, config["aux_channels"], H, W], "float32")],
+        frame_input=dict(frame_input) if frame_input else None, inputs=inputs,
         outputs=[TensorSpec("logits", [batch, K, H, W], "float32"), TensorSpec("labels", [batch, H, W], "uint8")])
 
 

@@ -111,6 +111,44 @@ def _check_rank(name: str, x, ranks: tuple, want: str) -> None:
         raise ValueError(f"{name} must be {want}, got a {x.ndim}-d array of shape {x.shape}")
 
 
+def resize_frames(rgb: np.ndarray, aux: np.ndarray, size, modality: str) -> tuple[np.ndarray, np.ndarray]:
+    """Raw frames resized to the model's input, in their own dtypes: RGB linear as
+    ``preprocess_rgb``, depth nearest (holes and edges are not blended), other modalities
+    linear. Frames already at ``size`` are returned as they are."""
+    interpolation = cv2.INTER_NEAREST if modality == "depth" else cv2.INTER_LINEAR
+    return _resize(rgb, size, cv2.INTER_LINEAR), _resize(aux, size, interpolation)
+
+
+def frame_feeds(rgb: np.ndarray, aux: np.ndarray, size, modality: str, channels: int, frame_input: dict,
+                color_order: str = "bgr") -> tuple[np.ndarray, np.ndarray]:
+    """Feeds of a GoPT graph that preprocesses frames itself (``python -m export.onnx
+    --uint8-input``): the frames checked, resized to the model's input when their size differs
+    (the one step left outside the graph), RGB in the graph's colour order ->
+    ``rgb`` [1, h, w, 3] uint8 and ``aux`` [1, h, w, C] uint8, or for 16-bit sensors the
+    frame's little-endian bytes [1, h, w, C, 2] (a view: TensorRT has no 16-bit integer type).
+
+    Same values as ``preprocess_rgb`` / ``preprocess_aux`` give, with one exception: a
+    thermal frame of another size is resized in its integer dtype here, in float32 there
+    (a difference below one grey level)."""
+    rgb = _check_frame("rgb", rgb, 3, (np.uint8,))
+    if color_order not in ("bgr", "rgb"):
+        raise ValueError(f"color_order must be 'bgr' or 'rgb', got {color_order!r}")
+    name = "depth" if modality == "depth" else modality
+    want = np.dtype(frame_input["aux_dtype"])
+    if isinstance(aux, np.ndarray) and aux.dtype != want:
+        raise ValueError(f"{name} must be {want.name} for this model (it takes the sensor's {want.name} frames "
+                         f"and preprocesses them in the graph), got {aux.dtype}; convert the frames or use a model "
+                         f"exported for {aux.dtype} (python -m export.onnx --uint8-input --aux-dtype ...)")
+    aux = _check_frame(name, aux, channels, (want,))
+    if color_order != frame_input["color_order"]:
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)  # swaps either way
+    rgb, aux = resize_frames(rgb, aux, size, modality)
+    aux = np.ascontiguousarray(aux).reshape(size[0], size[1], channels)
+    if want == np.uint16:
+        aux = aux.astype("<u2", copy=False).view(np.uint8).reshape(size[0], size[1], channels, 2)
+    return np.ascontiguousarray(rgb)[None], aux[None]
+
+
 def check_pair(rgb: np.ndarray, aux: np.ndarray) -> None:
     """Type and rank of both frames first, then equal sizes (one-line ValueErrors)."""
     _check_rank("rgb", rgb, (3,), "an H x W x 3 image")

@@ -20,7 +20,8 @@ import numpy as np
 from .backend import Backend, backend_kind, open_backend
 from .metadata import ModelFileError
 from .outputs import check_finite, check_gopt_frame
-from .preprocess import check_pair, check_sensor_kinds, labels_to_frame, preprocess_aux, preprocess_image, preprocess_rgb
+from .preprocess import (check_pair, check_sensor_kinds, frame_feeds, labels_to_frame, preprocess_aux,
+                         preprocess_image, preprocess_rgb)
 
 
 def open_graphs(path, device=None, providers=None, **options) -> dict[str, Backend]:
@@ -66,27 +67,29 @@ class Segmenter:
     """
 
     def __init__(self, path, device: str | None = None, providers=None, color_order: str = "bgr",
-                 resize_aux: bool = False, depth_units: float = 0.001, **options):
+                 resize_aux: bool = False, depth_units: float | None = None, **options):
         """``path``: .engine / .plan (TensorRT), .onnx (ONNX Runtime), .pt / .pth (PyTorch).
         ``device``: None (the GPU when the backend gets one), "cuda" or "cpu".
         ``resize_aux``: accept an auxiliary frame of another size than the RGB frame (both are
         resized to the model's input; only right when the two sensors see the same field).
-        ``depth_units``: metres per count of uint16 depth frames (0.001: millimetres; RealSense
-        and Kinect cameras report millimetres, other sensors and datasets differ).
+        ``depth_units``: metres per count of uint16 depth frames (default 0.001: millimetres;
+        RealSense and Kinect cameras report millimetres, other sensors and datasets differ; a
+        model exported with --uint8-input has its own, and the default is that).
         ``base=``: SAM's checkpoint, for a SimCMF delta checkpoint run with PyTorch."""
         self.path = Path(path)
         self._attach(open_graphs(path, device, providers, **options), color_order, resize_aux, depth_units)
 
     @classmethod
     def from_backends(cls, graphs: dict[str, Backend], name: str = "model", color_order: str = "bgr",
-                      resize_aux: bool = False, depth_units: float = 0.001) -> "Segmenter":
+                      resize_aux: bool = False, depth_units: float | None = None) -> "Segmenter":
         """A Segmenter over backends built elsewhere ({"gopt": b} or {"encoder": e, "decoder": d})."""
         self = cls.__new__(cls)
         self.path = Path(name)
         self._attach(graphs, color_order, resize_aux, depth_units)
         return self
 
-    def _attach(self, graphs, color_order, resize_aux, depth_units=0.001) -> None:
+    def _attach(self, graphs, color_order, resize_aux, depth_units=None) -> None:
+        depth_units = frame_depth_units(graphs, depth_units)
         if not depth_units > 0:
             raise ValueError(f"depth_units must be positive metres per count, got {depth_units}")
         self.depth_units = float(depth_units)
@@ -132,6 +135,9 @@ class Segmenter:
         check_sensor_kinds(rgb, aux, cfg["modality"], len(cfg["aux_mean"]))  # the likely cause first
         if not self.resize_aux:
             check_pair(rgb, aux)
+        if self.info.frame_input:  # the graph preprocesses raw frames itself
+            return frame_feeds(rgb, aux, cfg["img_size"], cfg["modality"], cfg["aux_channels"], self.info.frame_input,
+                               color_order or self.color_order)
         x = preprocess_rgb(rgb, cfg["img_size"], cfg["rgb_mean"], cfg["rgb_std"], color_order or self.color_order)
         a = preprocess_aux(aux, cfg["img_size"], cfg["aux_mean"], cfg["aux_std"], cfg["modality"], self.depth_units)
         return x, a
@@ -242,6 +248,18 @@ class Segmenter:
         logits = resize_planes(out["low_res_logits"][0], (H, W))[0]
         mask, iou = logits > 0, float(out["iou"][0, 0])
         return (mask, iou, logits) if return_logits else (mask, iou)
+
+
+def frame_depth_units(graphs: dict, asked: float | None) -> float:
+    """The depth units of a GoPT graph taking raw frames (fixed at export), else ``asked``
+    (default 0.001); a ValueError when the two differ."""
+    fixed = (getattr(graphs.get("gopt"), "info", None) and graphs["gopt"].info.frame_input or {}).get("depth_units")
+    if fixed is None or graphs["gopt"].info.config.get("modality") != "depth":
+        return 0.001 if asked is None else asked
+    if asked is not None and not np.isclose(asked, fixed, rtol=1e-6, atol=0):
+        raise ValueError(f"this model converts depth counts inside its graph at {fixed} metres per count; "
+                         f"depth_units={asked} asks for another (export again with --depth-units {asked})")
+    return fixed
 
 
 def resize_planes(planes: np.ndarray, size) -> np.ndarray:
