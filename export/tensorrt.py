@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 import onnx
 
+from .cli import ArgumentParser, UsageError
 from .progress import Progress
 from runtime import plugin_ops
 from runtime.files import atomic_path, file_sha256, write_bytes_atomic
@@ -53,10 +54,6 @@ DEFAULT_AXES = {"num_points": (1, 1, 16)}  # SimCMF clicks per prompt
 HALF = ("fp16", "bf16")
 QUANTIZED = ("int8", "fp8")  # Q/DQ models: built as they are
 ENGINE_SUFFIXES = (".engine", ".plan")
-
-
-class UsageError(ValueError):
-    """A bad command line or model file: reported in one line, exit status 2."""
 
 
 # ---- the optimisation profile ----------------------------------------------------------------------
@@ -171,13 +168,6 @@ def graph_input_problems(model: onnx.ModelProto, info: ModelInfo) -> list[str]:
 
 
 # ---- the command line --------------------------------------------------------------------------------
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (raised, then printed by ``main``)."""
-
-    def error(self, message):
-        raise UsageError(f"{message} (see --help)")
-
 
 def parse_args(argv):
     ap = ArgumentParser(prog="python -m export.tensorrt", description=__doc__,

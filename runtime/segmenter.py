@@ -216,17 +216,21 @@ class Segmenter:
             cache = self._cache
             if cache is not None and cache[0] == key:
                 return cache[1], cache[2]
-            cfg = self.config
-            if cfg.get("pixel_mean") is None:
-                raise ValueError("this SimCMF model has no normalisation constants: its modality is unknown; "
-                                 "export it with --modality (e.g. rgbt, rgbd, t)")
-            rgb_first = (cfg.get("modality") or "").startswith(("rgb", "pgsnet_rgb"))
-            x = preprocess_image(image, cfg["in_chans"], cfg["img_size"], cfg["pixel_mean"], cfg["pixel_std"],
-                                 cfg.get("pixel_scale"), self.color_order, rgb_first, cfg.get("minmax_channels"))
+            x = self.encoder_input(image)
             embedding = self.graphs["encoder"].infer({"x": x})["embeddings"]
             check_finite(embedding, self.path.name, "image embeddings")
             self._cache = (key, embedding, image.shape[:2])
             return embedding, image.shape[:2]
+
+    def encoder_input(self, image) -> np.ndarray:
+        """SimCMF: the encoder's input [1, C, S, S] float32 for ``image`` (H x W x C)."""
+        cfg = self.config
+        if cfg.get("pixel_mean") is None:
+            raise ValueError("this SimCMF model has no normalisation constants: its modality is unknown; "
+                             "export it with --modality (e.g. rgbt, rgbd, t)")
+        rgb_first = (cfg.get("modality") or "").startswith(("rgb", "pgsnet_rgb"))
+        return preprocess_image(image, cfg["in_chans"], cfg["img_size"], cfg["pixel_mean"], cfg["pixel_std"],
+                                cfg.get("pixel_scale"), self.color_order, rgb_first, cfg.get("minmax_channels"))
 
     def _run_simcmf(self, image, points, labels, return_logits):
         if points is None or len(points) == 0:

@@ -1,0 +1,409 @@
+"""Explicit quantization: a Q/DQ ONNX model that ONNX Runtime runs on the CPU and TensorRT
+(10.3 to 11.x) builds strongly typed into an INT8 (or FP8) engine.
+
+    python -m export.quantize MODEL.onnx --int8 [--calib PATH [--calib-aux PATH]] [--calib-frames N] [-o OUT]
+    python -m export.quantize MODEL.onnx --fp8 ...
+
+MODEL.onnx: a GoPT graph or a SimCMF encoder (``OUT.encoder.onnx``; its decoder stays fp32)
+from ``python -m export.onnx``. Quantized with ONNX Runtime's own quantizer
+(``onnxruntime.quantization.quantize_static``, QDQ format), because it installs everywhere
+the project does and writes standard QuantizeLinear / DequantizeLinear nodes that both
+ONNX Runtime and TensorRT read:
+
+- INT8, symmetric for activations and weights (every zero point 0, which TensorRT
+  requires), weights per output channel, activations per tensor;
+- Q/DQ in front of the MatMul / Gemm / Conv layers, where the compute is. LayerNorm,
+  softmax (and the MatMul reading attention probabilities), and every argmax input chain
+  (GoPT's prompter assignments and the label argmax, export/graph.py) stay fp32;
+- calibrated (min / max) on real frames through the runtime's own preprocessing:
+  the bundled samples (data/samples) by default, or --calib: a folder of MFNet 4-channel
+  PNGs, an image, or --calib with --calib-aux: two folders / images / videos (as
+  ``python -m runtime --rgb --aux`` reads them);
+- --fp8: E4M3 Q/DQ (opset 19, the first with float8 types) for Hopper and later GPUs.
+
+The result is checked against the fp32 model in ONNX Runtime on the bundled real frames:
+GoPT label agreement and logit error, SimCMF mask IoU over clicks. The metadata records
+the precision, the quantizer settings and the calibration set. Exit status: 0 written and
+within tolerance, 1 beyond tolerance, 2 bad arguments or model file.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from runtime.files import atomic_path
+from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info
+from . import graph
+from .cli import ArgumentParser, UsageError
+from .progress import Progress
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
+FP8_OPSET = 19
+# Tolerances of the export's check (INT8 rounds every MatMul input: judged by labels / masks).
+MIN_LABEL_AGREEMENT = {"int8": 0.99, "fp8": 0.99}
+MIN_MASK_IOU = {"int8": 0.9, "fp8": 0.9}
+
+
+# ---- what stays fp32 ------------------------------------------------------------------------------
+
+def nodes_to_keep_fp32(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """The nodes left unquantized, by reason: LayerNorm, softmax and the MatMuls that read
+    attention probabilities, every argmax input chain."""
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    softmax = [n for n in model.graph.node if n.op_type == "Softmax"]
+    after_softmax = []
+    for s in softmax:  # the probabilities' MatMul (through Cast / Reshape / Transpose / ...)
+        stack = list(s.output)
+        while stack:
+            for c in consumers.get(stack.pop(), []):
+                if c.op_type in QUANTIZED_OPS:
+                    after_softmax.append(c.name)
+                elif c.op_type in ("Cast", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Dropout"):
+                    stack.extend(c.output)
+    ranks = {t.name: len(t.dims) for t in model.graph.initializer}
+    keep = {
+        "LayerNormalization": [n.name for n in model.graph.node if n.op_type == "LayerNormalization"],
+        # A MatMul with a constant of rank > 2 (SimCMF's relative-position terms): ONNX Runtime has
+        # no per-channel kernel for it; small, left fp32.
+        "batched constant MatMul": [n.name for n in model.graph.node if n.op_type == "MatMul"
+                                    and any(ranks.get(i, 0) > 2 for i in n.input)],
+        "Softmax": [n.name for n in softmax] + after_softmax,
+        "argmax input chain": sorted(graph.argmax_input_chain(model)),
+    }
+    return keep
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Every node gets a name (the quantizer excludes nodes by name)."""
+    seen = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+
+
+# ---- calibration frames ---------------------------------------------------------------------------
+
+def bundled_frames(info: ModelInfo) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """(name, first frame, second frame or None) from data/samples for the model's modality:
+    GoPT (rgb, aux) pairs; SimCMF (image, None)."""
+    import cv2
+
+    mfnet = [SAMPLES / "mfnet_01234N.png", SAMPLES / "mfnet_01477D.png"]
+    cfg = info.config
+    if info.kind == "gopt":
+        if cfg["modality"] == "thermal" and cfg["aux_channels"] == 1:
+            frames = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in mfnet]
+            return [(p.name, f[..., :3], f[..., 3]) for p, f in zip(mfnet, frames)]
+        if cfg["modality"] == "depth" and cfg["aux_channels"] == 1:
+            return [("esanet_rgb.png + esanet_depth.png", cv2.imread(str(SAMPLES / "esanet_rgb.png"), cv2.IMREAD_COLOR),
+                     cv2.imread(str(SAMPLES / "esanet_depth.png"), cv2.IMREAD_UNCHANGED))]
+    else:
+        modality = cfg.get("modality") or ""
+        frames = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in mfnet]
+        if cfg["in_chans"] == 4 and modality.startswith("rgbt"):
+            return [(p.name, f, None) for p, f in zip(mfnet, frames)]
+        if cfg["in_chans"] == 1 and modality.startswith("t"):
+            return [(p.name, f[..., 3], None) for p, f in zip(mfnet, frames)]
+    raise UsageError(f"no bundled sample frames for this model ({info.variant}); give calibration frames with --calib")
+
+
+def source_frames(info: ModelInfo, calib: str, calib_aux: str | None, limit: int):
+    """Frames from the user's source (read as ``python -m runtime`` reads them)."""
+    from runtime.streams import open_source
+
+    if info.kind == "gopt":
+        source = open_source(calib, calib_aux, modality=info.config["modality"])
+        frames = []
+        for pair in source:
+            frames.append((pair.name, pair.rgb, pair.aux))
+            if len(frames) >= limit:
+                break
+        return frames
+    import cv2  # SimCMF: images with the model's channels
+
+    paths = sorted(p for p in Path(calib).iterdir() if p.is_file()) if Path(calib).is_dir() else [Path(calib)]
+    frames = []
+    for p in paths[:limit]:
+        image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if image is not None:
+            frames.append((p.name, image if info.config["in_chans"] > 1 or image.ndim == 2 else image[..., -1], None))
+    return frames
+
+
+def calibration_feeds(path: Path, frames) -> list[dict[str, np.ndarray]]:
+    """The graph's inputs for each frame, made by the runtime's own preprocessing (``Segmenter``)."""
+    from runtime import Segmenter
+
+    feeds = []
+    with Segmenter(path, device="cpu") as seg:
+        for name, first, second in frames:
+            try:
+                if seg.kind == "gopt":
+                    p = seg.prepare(first, second)
+                    feeds.append({"rgb": p.rgb, "aux": p.aux})
+                else:
+                    feeds.append({"x": seg.encoder_input(first)})
+            except ValueError as e:
+                raise UsageError(f"calibration frame {name}: {e}") from None
+    return feeds
+
+
+class FeedReader:
+    """``onnxruntime.quantization.CalibrationDataReader`` over prepared feeds, with progress."""
+
+    def __init__(self, feeds: list[dict], progress: Progress | None = None):
+        self.feeds, self.i, self.progress = feeds, 0, progress
+
+    def get_next(self):
+        if self.i >= len(self.feeds):
+            return None
+        self.i += 1
+        if self.progress is not None:
+            self.progress.note(f"    calibration frame {self.i}/{len(self.feeds)}")
+        return self.feeds[self.i - 1]
+
+    def rewind(self):
+        self.i = 0
+
+
+# ---- quantization ---------------------------------------------------------------------------------
+
+def quantize(path: Path, out: Path, precision: str, feeds: list[dict], calibration: dict,
+             progress: Progress | None = None) -> ModelInfo:
+    """Write the Q/DQ model ``out`` (atomically) from the fp32 model ``path``; returns its metadata."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    info = read_onnx_info(path)
+    model = onnx.load(str(path))
+    name_nodes(model)
+    keep = nodes_to_keep_fp32(model)
+    quant_type = QuantType.QInt8 if precision == "int8" else QuantType.QFLOAT8E4M3FN
+    if precision == "fp8" and graph_opset(model) < FP8_OPSET:
+        model = onnx.version_converter.convert_version(model, FP8_OPSET)
+    excluded = sorted({n for names in keep.values() for n in names})
+    with tempfile.TemporaryDirectory(prefix="quantize.", dir=out.parent) as tmp, quiet_quantizer():
+        tmp_in, tmp_out = Path(tmp) / "fp32.onnx", Path(tmp) / "qdq.onnx"
+        onnx.save(model, str(tmp_in))
+        quantize_static(
+            str(tmp_in), str(tmp_out), FeedReader(feeds, progress), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True, reduce_range=False,
+            activation_type=quant_type, weight_type=quant_type, nodes_to_exclude=excluded,
+            calibrate_method=CalibrationMethod.MinMax if precision == "int8" else CalibrationMethod.Distribution,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                           "AddQDQPairToWeight": False,
+                           # Q/DQ on the quantized layers' inputs only (TensorRT's placement): their
+                           # outputs, read by LayerNorm / softmax / the argmax chains too, stay fp32
+                           "DedicatedQDQPair": True, "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+                           "QuantizeBias": False})  # TensorRT dequantizes INT8 / FP8 only, no int32 biases
+        qdq = onnx.load(str(tmp_out))
+    settings = {
+        "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "type": precision,
+        "activations": "per tensor, symmetric", "weights": "per output channel, symmetric",
+        "quantized_ops": list(QUANTIZED_OPS), "fp32": {k: len(v) for k, v in keep.items()},
+        "calibration": calibration,
+    }
+    qinfo = dataclasses.replace(info, precision=precision, quantization=settings)
+    graph.set_metadata(qdq, qinfo)
+    with atomic_path(out) as tmp:
+        onnx.save(qdq, str(tmp))
+    return qinfo
+
+
+@contextlib.contextmanager
+def quiet_quantizer():
+    """ONNX Runtime's quantizer logs advice (pre-processing) that does not apply here."""
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.getLogger().setLevel(level)
+
+
+def graph_opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def nonzero_zero_points(model: onnx.ModelProto) -> list[str]:
+    """Names of Q / DQ zero points that are not all zero (TensorRT refuses them)."""
+    from onnx import numpy_helper
+
+    values = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            values[node.output[0]] = node.attribute[0].t
+    bad = []
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
+            zp = values.get(node.input[2])
+            if zp is None or np.any(numpy_helper.to_array(zp).astype(np.float32) != 0):
+                bad.append(node.input[2])
+    return bad
+
+
+# ---- the check ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Agreement:
+    name: str
+    value: float  # label agreement (GoPT) or mask IoU (SimCMF)
+    max_abs: float  # logit (embedding) error vs fp32
+    rel: float
+
+    def line(self, what: str) -> str:
+        return f"{self.name:<34} {what} {100 * self.value:.3f}%  max-abs {self.max_abs:.3g}  rel {self.rel:.3g}"
+
+
+def check(fp32: Path, quantized: Path, frames, progress: Progress) -> list[Agreement]:
+    """The quantized model vs the fp32 one, both in ONNX Runtime through the runtime's Segmenter."""
+    from runtime import Segmenter
+
+    out = []
+    with Segmenter(fp32, device="cpu") as ref, Segmenter(quantized, device="cpu") as q:
+        for name, first, second in frames:
+            with progress(f"checking on {name} (ONNX Runtime: quantized vs fp32)"):
+                if ref.kind == "gopt":
+                    la, ga = ref.run(first, second, return_logits=True)
+                    lb, gb = q.run(first, second, return_logits=True)
+                    err = np.abs(ga - gb)
+                    out.append(Agreement(f"{name}: labels", float((la == lb).mean()), float(err.max()),
+                                         float(err.max() / max(np.abs(ga).max(), 1e-12))))
+                else:
+                    out.append(mask_iou(ref, q, name, first))
+    return out
+
+
+def mask_iou(ref, q, name: str, image) -> Agreement:
+    """SimCMF: mean mask IoU over clicks on a grid, and the embedding error."""
+    H, W = image.shape[:2]
+    clicks = [(int(W * fx), int(H * fy)) for fy in (0.25, 0.5, 0.75) for fx in (0.25, 0.5, 0.75)]
+    ious = []
+    for click in clicks:
+        ma, _ = ref.run(image, points=[click])
+        mb, _ = q.run(image, points=[click])
+        union = np.logical_or(ma, mb).sum()
+        ious.append(1.0 if union == 0 else np.logical_and(ma, mb).sum() / union)
+    ref_emb, q_emb = ref._embed(image)[0], q._embed(image)[0]  # the cached embeddings of this image
+    err = np.abs(ref_emb - q_emb)
+    return Agreement(f"{name}: masks over {len(clicks)} clicks", float(np.mean(ious)), float(err.max()),
+                     float(err.max() / max(np.abs(ref_emb).max(), 1e-12)))
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+def parse_args(argv):
+    ap = ArgumentParser(prog="python -m export.quantize", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("onnx", type=Path, help="an fp32 GoPT graph or SimCMF encoder from python -m export.onnx")
+    kind = ap.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--int8", action="store_true", help="symmetric INT8 Q/DQ")
+    kind.add_argument("--fp8", action="store_true", help="E4M3 FP8 Q/DQ (opset 19; TensorRT on Hopper and later)")
+    ap.add_argument("--calib", help="calibration frames: an MFNet PNG folder or file, an image, a folder or a "
+                                    "video (default: the bundled samples)")
+    ap.add_argument("--calib-aux", help="the auxiliary frames paired with --calib (folder, image or video)")
+    ap.add_argument("--calib-frames", type=int, default=64, metavar="N",
+                    help="at most N calibration frames (default 64)")
+    ap.add_argument("-o", "--output", type=Path, help="output path (default MODEL.int8.onnx / MODEL.fp8.onnx)")
+    ap.add_argument("--no-check", action="store_true", help="skip the comparison with the fp32 model")
+    return ap.parse_args(argv)
+
+
+def default_output(path: Path, precision: str) -> Path:
+    name = path.name
+    if name.endswith(".encoder.onnx"):  # keep SimCMF's .encoder.onnx ending (the runtime's pairing)
+        return path.with_name(f"{name[:-len('.encoder.onnx')]}.{precision}.encoder.onnx")
+    return path.with_name(f"{path.stem}.{precision}.onnx")
+
+
+def run(argv=None) -> int:
+    try:
+        args = parse_args(argv)
+        precision = "int8" if args.int8 else "fp8"
+        if not args.onnx.is_file():
+            raise UsageError(f"{args.onnx}: no such file")
+        try:
+            info = read_onnx_info(args.onnx)
+        except ModelFileError as e:
+            raise UsageError(str(e)) from None
+        if info.kind not in ("gopt", "simcmf_encoder"):
+            raise UsageError(f"{args.onnx} is a {info.kind} graph; quantize a GoPT graph or a SimCMF encoder "
+                             "(the SimCMF decoder stays fp32)")
+        if info.precision != "fp32":
+            raise UsageError(f"{args.onnx} is {info.precision}; quantize the fp32 export")
+        if args.calib_frames < 1:
+            raise UsageError(f"--calib-frames must be >= 1, got {args.calib_frames}")
+        if args.calib_aux and not args.calib:
+            raise UsageError("--calib-aux pairs with --calib")
+        out = args.output or default_output(args.onnx, precision)
+        if out.resolve() == args.onnx.resolve():
+            raise UsageError(f"{out}: the output would replace the input model")
+        progress = Progress(3 if args.no_check else 5)
+        with progress("reading the calibration frames"):
+            if args.calib:
+                try:
+                    frames = source_frames(info, args.calib, args.calib_aux, args.calib_frames)
+                except (ValueError, OSError) as e:
+                    raise UsageError(f"--calib: {e}") from None
+                where = str(args.calib) + (f" + {args.calib_aux}" if args.calib_aux else "")
+            else:
+                frames = bundled_frames(info)[:args.calib_frames]
+                where = "bundled samples (data/samples)"
+            if not frames:
+                raise UsageError(f"no calibration frames found in {args.calib}")
+        with progress(f"preprocessing {len(frames)} calibration frame(s) as the runtime does"):
+            feeds = calibration_feeds(args.onnx, frames)
+        calibration = {"source": where, "frames": [name for name, _, _ in frames],
+                       "method": "MinMax" if precision == "int8" else "Distribution"}
+        if len(frames) < 16:
+            print(f"note: {len(frames)} calibration frame(s); ranges from a few frames may clip on other scenes: "
+                  "give a few hundred of the robot's own frames with --calib")
+        with progress(f"quantizing to {precision} ({'MinMax' if precision == 'int8' else 'Distribution'} "
+                      f"calibration, ONNX Runtime)"):
+            qinfo = quantize(args.onnx, out, precision, feeds, calibration, progress)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    model = onnx.load(str(out), load_external_data=False)
+    counts = {op: sum(n.op_type == op for n in model.graph.node) for op in ("QuantizeLinear", "DequantizeLinear")}
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {precision}, {counts['QuantizeLinear']} Q / "
+          f"{counts['DequantizeLinear']} DQ nodes; fp32 kept: "
+          + ", ".join(f"{v} {k}" for k, v in qinfo.quantization["fp32"].items()) + ")")
+    bad = nonzero_zero_points(model)
+    if bad:
+        print(f"error: {len(bad)} zero points are not 0 (TensorRT needs symmetric quantization): {bad[:5]}",
+              file=sys.stderr)
+        return 1
+    if args.no_check:
+        return 0
+    results = check(args.onnx, out, bundled_frames(info), progress)
+    what = "labels agree" if info.kind == "gopt" else "mask IoU"
+    need = (MIN_LABEL_AGREEMENT if info.kind == "gopt" else MIN_MASK_IOU)[precision]
+    print()
+    for r in results:
+        print(("  ok   " if r.value >= need else "  FAIL ") + r.line(what))
+    if all(r.value >= need for r in results):
+        print(f"within tolerance ({what} >= {100 * need:.0f}% with the fp32 model)")
+        return 0
+    print("beyond tolerance: calibrate on more of the robot's frames (--calib), or deploy fp16", file=sys.stderr)
+    return 1
+
+
+def main(argv=None) -> None:
+    sys.exit(run(argv))
+
+
+if __name__ == "__main__":
+    main()

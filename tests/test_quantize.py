@@ -1,0 +1,137 @@
+"""python -m export.quantize: symmetric INT8 Q/DQ (and FP8 E4M3) models that ONNX Runtime runs,
+with LayerNorm, softmax and every argmax input chain left fp32, calibrated on the bundled
+real frames through the runtime's preprocessing, checked against the fp32 model."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+import factories
+
+from export import graph
+from export.onnx import export_gopt
+from export.progress import Progress
+from export.quantize import QUANTIZED_OPS, check, nodes_to_keep_fp32, nonzero_zero_points, run, bundled_frames
+from runtime import Segmenter
+from runtime.metadata import read_onnx_info
+
+SIZE = (96, 128)
+
+
+def well_conditioned_gopt(seed=0):
+    """A tiny GoPT with weights ~N(0, 0.05^2): deep enough to have every op, small enough that
+    INT8 rounding does not flip its hard assignments (the factory's N(0, 0.2^2) weights make a
+    chaotic network where any rounding flips some)."""
+    model = factories.tiny_gopt(seed, img_size=SIZE, class_names=list("abcde"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.25)
+    model.backbone.refresh_pos_embed()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    d = tmp_path_factory.mktemp("quantize")
+    fp32 = d / "tiny.onnx"
+    export_gopt(well_conditioned_gopt(), fp32, progress=Progress(1))
+    assert run([str(fp32), "--int8", "--no-check"]) == 0
+    return fp32, d / "tiny.int8.onnx"
+
+
+def test_int8_model_is_symmetric_qdq_with_the_fp32_policy(quantized):
+    fp32, int8 = quantized
+    model = onnx.load(str(int8))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    assert nonzero_zero_points(model) == []  # TensorRT: zero points all 0
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    zero_points = [values[n.input[2]] for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert zero_points and all(z.dtype == np.int8 for z in zero_points)
+    scales = [values[n.input[1]] for n in model.graph.node if n.op_type == "DequantizeLinear"
+              and n.input[0] in values]  # weights
+    assert any(s.size > 1 for s in scales)  # per output channel
+    # Dequantized values feed MatMul / Gemm / Conv (through data movement, which TensorRT moves
+    # Q/DQ across); LayerNorm, softmax and the argmax chains read fp32.
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    readers = {n.op_type for n in model.graph.node if dq_out & set(n.input)}
+    assert readers <= set(QUANTIZED_OPS) | {"Reshape", "Transpose", "Concat", "Slice", "Squeeze", "Unsqueeze"}, readers
+    keep = nodes_to_keep_fp32(onnx.load(str(fp32)))
+    assert keep["LayerNormalization"] and keep["Softmax"] and keep["argmax input chain"]
+    kept = {name for names in keep.values() for name in names}
+    named = {n.name: n for n in model.graph.node}
+    for name in kept & set(named):
+        assert not dq_out & set(named[name].input), f"{name} reads a dequantized tensor"
+    argmax = [n for n in model.graph.node if n.op_type == "ArgMax"]
+    assert len(argmax) >= 2  # the prompter's assignments and the label map
+
+
+def test_metadata_records_precision_and_calibration(quantized):
+    _, int8 = quantized
+    info = read_onnx_info(int8)
+    assert info.precision == "int8"
+    q = info.quantization
+    assert q["tool"] == "onnxruntime.quantization.quantize_static" and q["format"] == "QDQ"
+    assert q["calibration"]["frames"] == ["mfnet_01234N.png", "mfnet_01477D.png"]
+    assert q["calibration"]["source"].startswith("bundled samples")
+    assert q["fp32"]["LayerNormalization"] > 0
+
+
+def test_int8_agrees_with_fp32_on_the_real_frames(quantized):
+    """ONNX Runtime INT8 vs fp32 on the bundled real frames (through the Segmenter)."""
+    fp32, int8 = quantized
+    results = check(fp32, int8, bundled_frames(read_onnx_info(fp32)), Progress(2))
+    for r in results:
+        print(r.line("labels agree"))
+        assert r.value >= 0.99 and r.rel <= 0.05
+    with Segmenter(int8, device="cpu") as seg:
+        assert seg.info.precision == "int8"
+
+
+def test_fp8_is_e4m3_qdq_at_opset_19(quantized, tmp_path):
+    """FP8 can be checked here only for its structure and in ONNX Runtime (no FP8 GPU)."""
+    fp32, _ = quantized
+    out = tmp_path / "tiny.fp8.onnx"
+    assert run([str(fp32), "--fp8", "-o", str(out), "--no-check"]) == 0
+    model = onnx.load(str(out))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 19
+    values = {t.name: t for t in model.graph.initializer}
+    zps = [values[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert zps and {z.data_type for z in zps} == {onnx.TensorProto.FLOAT8E4M3FN}
+    assert nonzero_zero_points(model) == []
+    assert graph.tensorrt_problems(model) == []
+    (r, *_) = check(fp32, out, bundled_frames(read_onnx_info(fp32)), Progress(2))
+    print(r.line("labels agree"))
+    assert r.value >= 0.99
+
+
+def test_bad_arguments_are_one_line_errors(quantized, tmp_path, capsys):
+    fp32, int8 = quantized
+    for argv, says in (([str(fp32)], "one of the arguments --int8 --fp8 is required"),
+                       ([str(tmp_path / "none.onnx"), "--int8"], "no such file"),
+                       ([str(int8), "--int8"], "quantize the fp32 export"),
+                       ([str(fp32), "--int8", "--calib-frames", "0"], "--calib-frames must be >= 1"),
+                       ([str(fp32), "--int8", "--calib-aux", "x"], "--calib-aux pairs with --calib"),
+                       ([str(fp32), "--int8", "-o", str(fp32)], "would replace the input"),
+                       ([str(fp32), "--int8", "--calib", str(tmp_path / "missing")], "missing")):
+        assert run(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and says in err, (argv, err)
+
+
+def test_simcmf_encoder_int8_masks_over_clicks(tmp_path):
+    """SimCMF: the encoder is quantized, the decoder stays fp32 (found through the metadata);
+    masks of the INT8 encoder vs the fp32 one over a grid of clicks on the real RGB-T frame."""
+    from export.simcmf_onnx import export_simcmf
+    from test_simcmf import tiny_model
+
+    _, (encoder, _) = export_simcmf(tiny_model(modality="rgbt"), tmp_path / "tiny", batch=1, progress=Progress(2))
+    assert run([str(encoder), "--int8", "--no-check"]) == 0
+    int8 = tmp_path / "tiny.int8.encoder.onnx"
+    info = read_onnx_info(int8)
+    assert info.kind == "simcmf_encoder" and info.precision == "int8" and info.companion == "tiny.decoder.onnx"
+    results = check(encoder, int8, bundled_frames(info), Progress(2))
+    for r in results:
+        print(r.line("mask IoU"))
+        assert r.value >= 0.9
