@@ -67,8 +67,9 @@ def _dotted(node) -> str | None:
 
 
 def module_aliases(tree: ast.AST) -> set[str]:
-    """Names bound to the tensorrt module: imports, ``x = import_tensorrt()``, copies of those."""
-    aliases = set()
+    """Names bound to the tensorrt module: imports, ``x = import_tensorrt()``, copies of those,
+    and ``trt`` everywhere (the project's name for the module, also as a parameter)."""
+    aliases = {"trt"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             aliases |= {a.asname or a.name for a in node.names if a.name == "tensorrt"}
@@ -100,6 +101,12 @@ class NameCollector(ast.NodeVisitor):
     # ---- what an expression is ----
     def klass(self, node) -> str | None:
         """The TensorRT class of an object expression, or None."""
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):  # trt.f().x, obj.f().x
+            owner = node.func.value
+            if _dotted(owner) in self.aliases:
+                return MODULE_RETURNS.get(node.func.attr)
+            cls = self.klass(owner)
+            return RETURNS.get(f"{cls}.{node.func.attr}") if cls else None
         name = _dotted(node)
         if name is None:
             return None
@@ -186,6 +193,9 @@ RETURNS = {
 }
 
 
+MODULE_RETURNS = {"get_plugin_registry": "IPluginRegistry", "get_builder_plugin_registry": "IPluginRegistry"}
+
+
 def collect(source: str, path: str) -> list[Use]:
     tree = ast.parse(source, path)
     aliases = module_aliases(tree)
@@ -268,7 +278,8 @@ def test_every_tensorrt_name_the_project_uses_is_in_every_supported_version():
                      "Builder.build_serialized_network", "IBuilderConfig.set_timing_cache", "ParserError.desc",
                      "ITensor.shape", "IOptimizationProfile.set_shape", "Runtime.deserialize_cuda_engine",
                      "ICudaEngine.get_tensor_mode", "IExecutionContext.execute_async_v3",
-                     "IProgressMonitor.phase_start", "TensorIOMode.INPUT", "ITimingCache.serialize"):
+                     "IProgressMonitor.phase_start", "TensorIOMode.INPUT", "ITimingCache.serialize",
+                     "IPluginRegistry.load_library"):
         assert expected in names, f"{expected} not found: the collector missed a use"
     assert problems(uses, api_lists(), VERSION_BRANCHES) == []
     for name, scope in VERSION_BRANCHES.items():  # every entry of the table is still a real branch
