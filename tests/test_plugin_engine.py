@@ -44,7 +44,7 @@ def fake_engine(fused_onnx, folder, library_bytes):
     assert plan.plugins == library and plan.warnings == []
     engine = folder / "m.engine"
     engine.write_bytes(b"serialized engine")
-    settings = builder_settings(plan, fp32_layers_pinned=0, timing_cache_reused=False, seconds=1.0)
+    settings = builder_settings(plan, timing_cache_reused=False, seconds=1.0)
     write_sidecar(engine, sidecar_for(plan, "10.3.0", "NVIDIA Jetson AGX Orin", (8, 7), b"serialized engine",
                                       settings))
     return engine, library
