@@ -1,9 +1,9 @@
 """Latency and throughput of GoPT and SimCMF across backends, side by side, with an accuracy column.
 
     python benchmarks/latency.py MODEL [MODEL ...] [--backend torch,triton,compile,onnxruntime,tensorrt]
-        [--batch 1,4,16,32] [--size 480x640] [--precision fp32,fp16,bf16] [--warmup-s 2]
+        [--batch 1,4,16,32] [--size 480x640] [--precision fp32,fp16,bf16,int8] [--warmup-s 2]
         [--min-iters 50] [--min-time-s 2] [--cuda-graph] [--end-to-end | --compute-only]
-        [--json OUT] [--plot OUT.png] [--markdown] [--quick]
+        [--interleave] [--json OUT] [--plot OUT.png] [--markdown] [--quick]
 
 MODEL: a ``gopt/1`` checkpoint or a SimCMF checkpoint (with ``--base`` for a delta; every
 backend; ONNX exports are made and cached in ``--work-dir``), an exported ``.onnx``
@@ -18,6 +18,13 @@ synchronisation; several input sets are rotated; each row states its speed relat
 PyTorch eager fp32 measured in the same run, and the label-map agreement of that backend
 with PyTorch fp32 on the bundled real frames. Backends that cannot run here are listed
 as "unavailable: <why>".
+
+--precision int8: ONNX Runtime on the INT8 Q/DQ model ``python -m export.quantize`` makes of
+the export (cached); a precision with ``:uint8-input`` (``fp32:uint8-input``): the export
+that takes raw frames (``python -m export.onnx --uint8-input``). --interleave: every
+configuration of a model is timed in turns, one call each per round, so that a shared
+machine's load falls on all of them alike; exported .onnx files given after a checkpoint
+join its run (ratios and label agreement against its PyTorch fp32).
 """
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from runtime.files import write_figure_atomic, write_text_atomic  # noqa: E402  (after the path insert)
 
 BACKENDS = ("torch", "triton", "compile", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 MODES = ("end-to-end", "compute-only")
 SAMPLES = ROOT / "data" / "samples"
 N_SETS = 4  # input sets rotated through the timed iterations
@@ -248,18 +256,46 @@ def quick_check_export(ckpt: Path, cached: Path, args) -> None:
                              "the exported .onnx, or run once without --quick to cache it in --work-dir")
 
 
+def file_precision(info) -> str:
+    """A model file's precision as --precision names it: "int8", "fp32:uint8-input", ..."""
+    return info.precision + (":uint8-input" if info.frame_input else "")
+
+
 def onnx_for(ckpt: Path, size, precision: str, work_dir: Path) -> Path:
-    """Export (once, cached by checkpoint contents and settings) a dynamic-batch ONNX model."""
+    """Export (once, cached by checkpoint contents and settings) a dynamic-batch ONNX model;
+    "int8" is the Q/DQ model export.quantize makes of the fp32 export (bundled frames)."""
     from export.onnx import export_gopt
     from export.progress import Progress
 
+    base, _, variant = precision.partition(":")
+    if base == "int8":
+        return int8_for(onnx_for(ckpt, size, "fp32" + (f":{variant}" if variant else ""), work_dir))
     out = onnx_cache_path(ckpt, size, precision, work_dir)
     if not out.exists():
         work_dir.mkdir(parents=True, exist_ok=True)
         print(f"  exporting {ckpt.name} to ONNX ({precision}) for onnxruntime ...", flush=True)
+        model = load_checkpoint_model(ckpt, size)
+        frame_input = None
+        if variant == "uint8-input":
+            from export.frame_input import default_frame_input
+
+            frame_input = default_frame_input(model.config.modality)
         with contextlib.redirect_stdout(io.StringIO()):
-            export_gopt(load_checkpoint_model(ckpt, size), out, "batch", fp16=precision == "fp16",
-                        progress=Progress(1))
+            export_gopt(model, out, "batch", fp16=base == "fp16", progress=Progress(1), frame_input=frame_input)
+    return out
+
+
+def int8_for(fp32: Path) -> Path:
+    """The INT8 Q/DQ model of an fp32 export (cached beside it), calibrated on the bundled frames."""
+    from export.quantize import bundled_frames, calibration_feeds, quantize
+    from runtime.metadata import read_onnx_info
+
+    out = fp32.with_name(f"{fp32.stem}.int8.onnx")
+    if not out.exists():
+        print(f"  quantizing {fp32.name} to INT8 for onnxruntime ...", flush=True)
+        frames = bundled_frames(read_onnx_info(fp32))
+        quantize(fp32, out, "int8", calibration_feeds(fp32, frames),
+                 {"source": "bundled samples (data/samples)", "frames": [f[0] for f in frames], "method": "MinMax"})
     return out
 
 
@@ -322,6 +358,10 @@ def make_graphs(model_path: Path, kind: str, backend: str, precision: str, args)
 def make_backend(model_path: Path, backend: str, precision: str, args):
     """A runtime backend for the GoPT graph, or Unavailable with the reason."""
     suffix = model_path.suffix.lower()
+    if backend != "onnxruntime" and ":" in precision:
+        raise Unavailable("raw-frame (uint8-input) models are exported for ONNX Runtime and TensorRT")
+    if backend != "onnxruntime" and precision == "int8":
+        raise Unavailable("INT8 is measured with ONNX Runtime on the CPU (TensorRT: build the Q/DQ model)")
     if backend in ("torch", "triton", "compile"):
         if suffix not in (".pt", ".pth"):
             raise Unavailable(f"needs the PyTorch checkpoint, got {suffix}")
@@ -346,7 +386,7 @@ def make_backend(model_path: Path, backend: str, precision: str, args):
     if backend == "onnxruntime":
         from runtime.ort_backend import OnnxRuntimeBackend
 
-        if precision == "bf16":
+        if precision.split(":")[0] == "bf16":
             raise Unavailable("the ONNX export has fp32 and fp16 variants, no bf16")
         if suffix in (".pt", ".pth"):
             quick_check_export(model_path, onnx_cache_path(model_path, args.size, precision, args.work_dir), args)
@@ -356,8 +396,8 @@ def make_backend(model_path: Path, backend: str, precision: str, args):
         else:
             raise Unavailable(f"needs a .onnx model or a checkpoint, got {suffix}")
         b = OnnxRuntimeBackend(path)
-        if suffix == ".onnx" and b.info.precision != precision:
-            raise Unavailable(f"{path.name} is {b.info.precision}")
+        if suffix == ".onnx" and file_precision(b.info) != precision:
+            raise Unavailable(f"{path.name} is {file_precision(b.info)}")
         return b
     if backend == "tensorrt":
         try:
@@ -445,15 +485,25 @@ def end_to_end_split(b, pairs, batch) -> dict | None:
 
 
 def bench_one(b, mode, batch, frames, args) -> dict:
+    if b.device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    step, sync, split = gopt_step(b, mode, batch, frames, args)
+    samples = measure(step, sync, args.warmup_s, args.min_iters, args.min_time_s, args.max_time_s)
+    row = summarize(samples, batch)
+    row["memory"] = memory(b.device)
+    row["split"] = split
+    return row
+
+
+def gopt_step(b, mode, batch, frames, args):
+    """(step, sync, split) of one GoPT configuration: ``step(i)`` runs call i."""
     from runtime.segmenter import Segmenter
 
     fixed = max_batch_of(b)
     if fixed is not None and fixed != batch:
         raise Unavailable(f"the model file has a fixed batch of {fixed}")
-    if b.device == "cuda":
-        import torch
-
-        torch.cuda.reset_peak_memory_stats()
     seg = Segmenter.from_backends({"gopt": b})
     batches = [[frames[(i + j) % len(frames)] for j in range(batch)] for i in range(N_SETS)]
     if mode == "end-to-end":
@@ -469,11 +519,87 @@ def bench_one(b, mode, batch, frames, args) -> dict:
                           "aux": np.concatenate([p.aux for p in prepared])})
         step, sync = compute_only_step(b, feeds, args)
         split = None
-    samples = measure(step, sync, args.warmup_s, args.min_iters, args.min_time_s, args.max_time_s)
-    row = summarize(samples, batch)
-    row["memory"] = memory(b.device)
-    row["split"] = split
-    return row
+    return step, sync, split
+
+
+def run_interleaved(args, argv) -> dict:
+    """GoPT: every backend x precision of the checkpoint, and the exported .onnx files given
+    with it, timed in turns: each round calls every configuration once, so that the load of a
+    shared machine falls on all alike. Ratios and label agreement against the checkpoint's
+    PyTorch fp32 eager."""
+    from runtime.ort_backend import OnnxRuntimeBackend
+
+    env = environment(argv)
+    checkpoints = [Path(m) for m in args.models if Path(m).suffix.lower() in (".pt", ".pth")]
+    if len(checkpoints) > 1 or any(model_kind(Path(m)) != "gopt" for m in args.models):
+        raise SystemExit("--interleave: one GoPT checkpoint and / or GoPT .onnx exports of it")
+    name = checkpoints[0].name if checkpoints else Path(args.models[0]).name
+    rows, entries = [], []
+    for model_path in map(Path, args.models):
+        if model_path.suffix.lower() == ".onnx":
+            b = OnnxRuntimeBackend(model_path)
+            entries.append(({"model": name, "file": model_path.name, "backend": "onnxruntime",
+                             "precision": file_precision(b.info)}, b))
+            continue
+        for backend in args.backends:
+            for precision in args.precisions:
+                base = {"model": name, "file": model_path.name, "backend": backend, "precision": precision}
+                try:
+                    entries.append((base, make_backend(model_path, backend, precision, args)))
+                except Unavailable as why:
+                    rows += [{**base, "mode": m, "batch": n, "status": f"unavailable: {why}"}
+                             for m in args.modes for n in args.batches]
+    cfg = entries[0][1].info.config
+    frames = real_frames(cfg["modality"], tuple(cfg["img_size"]))
+    reference = reference_labels(checkpoints[0], frames, args, None) if checkpoints else None
+    agreement = [label_agreement(b, reference, frames) if reference else None for _, b in entries]
+    for mode in args.modes:
+        for batch in args.batches:
+            live = []
+            for (base, b), agree in zip(entries, agreement):
+                row = {**base, "mode": mode, "batch": batch, "device": b.device, "input_size": cfg["img_size"],
+                       "label_agreement": agree}
+                try:
+                    live.append((row, *gopt_step(b, mode, batch, frames, args)))
+                except Unavailable as why:
+                    rows.append({**row, "status": f"unavailable: {why}"})
+            print(f"{mode}, batch {batch}: {len(live)} configurations in turns", flush=True)
+            samples = interleave([(step, sync) for _, step, sync, _ in live], args)
+            for (row, _, _, split), times in zip(live, samples):
+                row.update(summarize(times, batch), status="ok", split=split, memory=memory(row["device"]))
+                print(f"  {row['backend']:<12} {row['precision']:<18} p50 {row['latency_ms']['p50']:9.2f} ms",
+                      flush=True)
+                rows.append(row)
+    for _, b in entries:
+        b.close()
+    add_ratios(rows)
+    return {"environment": env, "settings": settings(args), "results": rows}
+
+
+def interleave(steps, args) -> list[list[float]]:
+    """Warm every step up (by time), then rounds of one timed call each, until ``min_iters``
+    rounds and ``min_time_s`` have passed (stopping at ``max_time_s``)."""
+    t_end = time.perf_counter() + args.warmup_s
+    i = 0
+    while True:
+        for step, sync in steps:
+            step(i)
+            sync()
+        i += 1
+        if time.perf_counter() >= t_end:
+            break
+    samples = [[] for _ in steps]
+    start = time.perf_counter()
+    while True:
+        for k, (step, sync) in enumerate(steps):
+            t0 = time.perf_counter()
+            step(i)
+            sync()
+            samples[k].append((time.perf_counter() - t0) * 1e3)
+        i += 1
+        elapsed = time.perf_counter() - start
+        if (len(samples[0]) >= args.min_iters and elapsed >= args.min_time_s) or elapsed >= args.max_time_s:
+            return samples
 
 
 def bench_simcmf(graphs, mode, batch, images, args) -> dict:
@@ -776,6 +902,8 @@ def parse_args(argv):
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--interleave", action="store_true",
+                    help="time every configuration of a model in turns (one call each per round)")
     ap.add_argument("--quick", action="store_true", help="a short smoke run (well under a minute on a CPU)")
     ap.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "mmseg-deploy-bench")
     args = ap.parse_args(argv)
@@ -793,8 +921,9 @@ def parse_args(argv):
     if any(b < 1 for b in args.batches) or (args.size and len(args.size) != 2):
         ap.error("batch sizes must be >= 1 and --size must be HxW")
     args.precisions = [p.strip() for p in args.precision.split(",")]
-    if set(args.precisions) - {"fp32", "fp16", "bf16"}:
-        ap.error("--precision takes fp32, fp16, bf16")
+    if any(p.split(":")[0] not in PRECISIONS or p.partition(":")[2] not in ("", "uint8-input")
+           for p in args.precisions):
+        ap.error(f"--precision takes {', '.join(PRECISIONS)}, each optionally with :uint8-input (fp32:uint8-input)")
     args.modes = ["end-to-end"] if args.end_to_end else ["compute-only"] if args.compute_only else list(MODES)
     for m in args.models:
         if not m.is_file():
@@ -807,7 +936,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    result = run_benchmarks(args, ["benchmarks/latency.py", *argv])
+    result = (run_interleaved if args.interleave else run_benchmarks)(args, ["benchmarks/latency.py", *argv])
     print_table(result)
     if args.markdown:
         print("\n" + markdown(result))

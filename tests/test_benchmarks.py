@@ -110,3 +110,28 @@ def test_quick_skips_exporting_a_large_checkpoint(tmp_path, monkeypatch):
     (tmp_path / "cached.onnx").write_bytes(b"x")  # a cached export is used
     latency.quick_check_export(ckpt, tmp_path / "cached.onnx", quick)
     latency.quick_check_export(ckpt, tmp_path / "none.onnx", SimpleNamespace(quick=True, backend_given=True))
+
+
+def test_interleaved_int8_and_uint8_input(tmp_path):
+    """--interleave with --precision int8 and fp32:uint8-input: ONNX Runtime's INT8 Q/DQ model and
+    the raw-frame export, timed in turns with PyTorch eager, each with its ratio and labels."""
+    cfg = GoPTConfig(embed_dim=64, depth=2, num_heads=2, num_classes=5, aux_channels=1, img_size=(48, 64),
+                     prompt_dim=16)
+    torch.manual_seed(0)
+    save_gopt(GoPT(cfg), tmp_path / "tiny.pt")
+    cmd = [sys.executable, "benchmarks/latency.py", str(tmp_path / "tiny.pt"), "--quick", "--batch", "1",
+           "--backend", "torch,onnxruntime", "--precision", "fp32,int8,fp32:uint8-input", "--interleave",
+           "--compute-only", "--json", str(tmp_path / "r.json"), "--work-dir", str(tmp_path / "work")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    ok = {(r["backend"], r["precision"]): r for r in rows if r["status"] == "ok"}
+    assert set(ok) == {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+                       ("onnxruntime", "fp32:uint8-input")}
+    for r in ok.values():
+        assert r["iters"] >= 3 and positive_finite(r["speedup_vs_eager"])
+        assert 0.0 <= r["label_agreement"] <= 1.0
+    assert ok[("onnxruntime", "fp32:uint8-input")]["label_agreement"] == 1.0
+    unavailable = [r for r in rows if r["status"] != "ok"]
+    assert all(r["status"].startswith("unavailable: ") for r in unavailable)  # torch int8, torch uint8-input
+    assert list((tmp_path / "work").glob("*.int8.onnx"))
