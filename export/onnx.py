@@ -1,7 +1,8 @@
 """Export a trained checkpoint to ONNX and check it against PyTorch with ONNX Runtime.
 
     python -m export.onnx CKPT [--base BASE] [-o OUT] [--img-size H W] [--opset N]
-                          [--batch N | --dynamic-batch] [--fp16] [--fused-kernels] [--no-check]
+                          [--batch N | --dynamic-batch] [--fp16] [--fused-kernels]
+                          [--no-check | --check-only | --check-separately]
                           [--uint8-input [--color-order bgr|rgb] [--aux-dtype uint8|uint16]
                            [--depth-units M]]
 
@@ -40,7 +41,7 @@ import torch
 from torch import nn
 
 from runtime.files import atomic_path, promote, unverified_path
-from runtime.metadata import ModelFileError, ModelInfo, TensorSpec, gopt_model_info
+from runtime.metadata import ModelFileError, ModelInfo, TensorSpec, gopt_model_info, read_onnx_info
 from . import graph, parity
 from .progress import Progress
 
@@ -326,7 +327,15 @@ def parse_args(argv):
     ap.add_argument("--fused-kernels", action="store_true",
                     help="GoPT: each prompter's merge and injection as one custom node (GoptGroupMerge, "
                     "GoptPromptInject) for the TensorRT plugins of libgopt_trt_plugins.so")
-    ap.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    check = ap.add_mutually_exclusive_group()
+    check.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    check.add_argument("--check-only", action="store_true",
+                       help="no export: check the files an earlier run wrote (OUT.unverified.onnx, or OUT.onnx "
+                            "from --no-check) against the checkpoint, and name them OUT.onnx if they pass")
+    check.add_argument("--check-separately", action="store_true",
+                       help="export in a child process, then check in this one: the export's and the check's "
+                            "memory are never held at once (SimCMF on a machine with less than ~12 GiB free)")
+    check.add_argument("--export-only", action="store_true", help=argparse.SUPPRESS)  # the child's half
     frames = ap.add_argument_group("preprocessing inside the graph (GoPT)")
     frames.add_argument("--uint8-input", action="store_true",
                         help="the graph takes the camera's frames: rgb uint8 [B, H, W, 3], aux in the sensor's "
@@ -339,6 +348,7 @@ def parse_args(argv):
     frames.add_argument("--depth-units", type=float, default=0.001,
                         help="metres per count of the uint16 depth frames (default 0.001: millimetres)")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.batch < 1:
         ap.error(f"--batch must be >= 1, got {args.batch}")
     if not 14 <= args.opset <= 20:
@@ -349,6 +359,13 @@ def parse_args(argv):
 def run(args) -> int:
     from models.checkpoint import CheckpointError
 
+    if args.check_separately:
+        from .memory import run_separately
+
+        status = run_separately(args.argv)
+        if status != 0:
+            return status
+        args.check_separately, args.check_only = False, True
     progress = Progress(0)
     try:
         with progress.unnumbered(f"loading {args.checkpoint}"):
@@ -356,10 +373,9 @@ def run(args) -> int:
     except (CheckpointError, ModelFileError, ValueError) as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2
-    progress.total = (1 if kind == "gopt" else 2) + (0 if args.no_check else 2)  # known once the kind is
+    checking = not (args.no_check or args.export_only)
+    progress.total = (0 if args.check_only else 1 if kind == "gopt" else 2) + (2 if checking else 0)
     batch = "batch" if args.dynamic_batch else args.batch
-    check_batch = 3 if args.dynamic_batch else args.batch
-    tol = parity.FP16 if args.fp16 else parity.FP32
     if kind == "gopt":
         model = loaded
         print(f"found gopt/1: {model.config.description or 'GoPT'} "
@@ -374,30 +390,35 @@ def run(args) -> int:
         try:
             if args.img_size:
                 model.set_img_size(args.img_size)
-            frame_input = None
-            if args.uint8_input:
-                from .frame_input import default_frame_input
-
-                frame_input = default_frame_input(model.config.modality, args.color_order, args.aux_dtype,
-                                                  args.depth_units)
             final = (Path(args.output) if args.output
                      else default_output(args.checkpoint, args.fp16, args.uint8_input))
-            out = final if args.no_check else unverified_path(final)
-            info = export_gopt(model, out, batch, args.opset, args.fp16, progress, args.fused_kernels, frame_input)
-        except ValueError as e:
+            if args.check_only:
+                out = exported_file(final)
+                info = read_onnx_info(out)
+            else:
+                frame_input = None
+                if args.uint8_input:
+                    from .frame_input import default_frame_input
+
+                    frame_input = default_frame_input(model.config.modality, args.color_order, args.aux_dtype,
+                                                      args.depth_units)
+                out = final if args.no_check else unverified_path(final)
+                info = export_gopt(model, out, batch, args.opset, args.fp16, progress, args.fused_kernels,
+                                   frame_input)
+        except (ValueError, ModelFileError) as e:
             print(f"\nerror: {e}", file=sys.stderr)
             return 2
         report(info, out)
         finals, written = [final], [out]
-        if args.no_check:
-            return unchecked(finals)
+        if not checking:
+            return unchecked(written, finals)
         try:
-            results = check_gopt(model, out, info, check_batch, progress)
+            results = check_gopt(model, out, info, check_batch(info), progress)
         except ModelFileError as e:
             print(f"\nerror: {e}", file=sys.stderr)
             return not_promoted(written, finals)
     else:
-        from .simcmf_onnx import check_simcmf, export_simcmf
+        from .simcmf_onnx import check_simcmf, export_simcmf, graph_paths
 
         if args.fused_kernels:
             print("\nerror: --fused-kernels is for GoPT checkpoints (SimCMF has no fused kernels)", file=sys.stderr)
@@ -413,22 +434,39 @@ def run(args) -> int:
         stem = Path(args.output).with_suffix("") if args.output else Path(args.checkpoint).with_suffix("")
         if str(stem).endswith((".encoder", ".decoder")):
             stem = Path(str(stem).rsplit(".", 1)[0])
-        infos, paths = export_simcmf(model, stem, batch, args.opset, args.fp16, progress,
-                                     unverified=not args.no_check)
+        finals = list(graph_paths(stem))
+        if args.check_only:
+            try:
+                paths = [exported_file(f) for f in finals]
+                infos = [read_onnx_info(p) for p in paths]
+            except ModelFileError as e:
+                print(f"\nerror: {e}", file=sys.stderr)
+                return 2
+        else:
+            if checking:
+                from .memory import available_bytes, memory_warning
+
+                warning = memory_warning(sum(p.numel() for p in model.parameters()), available_bytes())
+                if warning:
+                    print(warning, file=sys.stderr)
+            infos, paths = export_simcmf(model, stem, batch, args.opset, args.fp16, progress,
+                                         unverified=not args.no_check)
         for info, path in zip(infos, paths):
             report(info, path)
-        finals = [Path(f"{stem}.encoder.onnx"), Path(f"{stem}.decoder.onnx")]
         written = list(paths)
-        if args.no_check:
-            return unchecked(finals)
-        results = check_simcmf(model, paths, check_batch, progress)
+        if not checking:
+            return unchecked(written, finals)
+        results = check_simcmf(model, paths, check_batch(infos[0]), progress)
+        info = infos[0]
+    tol = parity.FP16 if info.precision == "fp16" else parity.FP32
     print()
     for r in results:
         print(("  ok   " if tol.passes(r) else "  FAIL ") + r.line())
         if not tol.passes(r) and r.note:
             print(f"         {r.note}")
     if all(tol.passes(r) for r in results):
-        print(f"within tolerance ({'fp16: label agreement >= 99.5%' if args.fp16 else 'fp32: max-abs <= 1e-4'})")
+        rule = "fp16: label agreement >= 99.5%" if tol is parity.FP16 else "fp32: max-abs <= 1e-4"
+        print(f"within tolerance ({rule})")
         for path, final in zip(written, finals):
             promote(path, final)
         print("checked: " + ", ".join(str(f) for f in finals))
@@ -437,14 +475,38 @@ def run(args) -> int:
     return not_promoted(written, finals)
 
 
-def unchecked(finals) -> int:
-    print(f"unchecked (--no-check): {', '.join(str(f) for f in finals)} not compared with PyTorch")
+def exported_file(final: Path) -> Path:
+    """--check-only: the file an earlier export wrote for ``final``, unchecked (its
+    ``unverified_path``) or written under its final name by --no-check."""
+    for path in (unverified_path(final), final):
+        if path.is_file():
+            return path
+    raise ModelFileError(f"{final}: no such file (nor {unverified_path(final).name}); export it first")
+
+
+def check_batch(info: ModelInfo) -> int:
+    """The batch the check runs: 3 for a dynamic batch axis, else the file's fixed batch."""
+    first = info.inputs[0].shape[0]
+    return 3 if isinstance(first, str) else int(first)
+
+
+def unchecked(written, finals) -> int:
+    if written == finals:  # --no-check
+        print(f"unchecked (--no-check): {', '.join(str(f) for f in finals)} not compared with PyTorch")
+    else:  # the first half of --check-separately
+        print(f"exported, not yet checked: {', '.join(str(w) for w in written)}")
     return 0
 
 
 def not_promoted(written, finals) -> int:
-    print(f"kept as {', '.join(str(w) for w in written)} (failed its check; "
-          f"{', '.join(str(f) for f in finals)} not written)", file=sys.stderr)
+    kept = []
+    for path, final in zip(written, finals):
+        if Path(path) == Path(final):  # --check-only of a --no-check export: it loses its final name
+            path = unverified_path(final)
+            os.replace(final, path)
+        kept.append(str(path))
+    print(f"kept as {', '.join(kept)} (failed its check; no file is named "
+          f"{', '.join(str(f) for f in finals)})", file=sys.stderr)
     return 1
 
 

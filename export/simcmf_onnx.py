@@ -53,6 +53,11 @@ def example_inputs(cfg, batch: int, seed: int, num_points: int = 2):
     return x, coords, labels
 
 
+def graph_paths(stem) -> tuple[Path, Path]:
+    """``stem.encoder.onnx``, ``stem.decoder.onnx``."""
+    return Path(f"{stem}.encoder.onnx"), Path(f"{stem}.decoder.onnx")
+
+
 def export_simcmf(model, stem: Path, batch: int | str = 1, opset: int = 18, fp16: bool = False,
                   progress: Progress | None = None, unverified: bool = False):
     """Write ``stem.encoder.onnx`` and ``stem.decoder.onnx`` (with ``unverified``: under their
@@ -60,7 +65,7 @@ def export_simcmf(model, stem: Path, batch: int | str = 1, opset: int = 18, fp16
     progress = progress or Progress(2)
     folded = copy.deepcopy(model).eval().float().fold_lora()
     cfg = folded.config
-    enc_path, dec_path = Path(f"{stem}.encoder.onnx"), Path(f"{stem}.decoder.onnx")
+    enc_path, dec_path = graph_paths(stem)
     enc_info, dec_info = simcmf_model_infos(cfg.to_dict(), batch, "fp16" if fp16 else "fp32", versions(),
                                             enc_path.name, dec_path.name)
     if unverified:
