@@ -6,6 +6,8 @@
     python -m runtime MODEL --bag IN --rgb-topic T --aux-topic T [--max-skew-ms 20]
                       [--out-bag OUT [--storage mcap|sqlite3] [--topic-prefix gopt] [--copy-inputs]]
     python -m runtime SIMCMF.encoder.onnx --rgb IMAGE [--aux IMAGE] --points X,Y[,LABEL] ... [--out DIR]
+    python -m runtime SIMCMF.encoder.onnx --bag IN --rgb-topic T --aux-topic T --points X,Y[,LABEL] ...
+                      [--out-bag OUT ...] [--out DIR]
 
 A and B: two video files, two image folders (paired by name, or --match timestamp), two
 images, two camera indices, or A alone: an MFNet 4-channel PNG file or folder. With --out,
@@ -19,9 +21,12 @@ not segmented (failed, or without a partner) with the reason.
 SimCMF models segment one image on clicks: ``--points`` in image pixels, label 1 (the
 object, default) or 0 (background). With --out, writes NAME_mask.png (0 / 255) and
 NAME_overlay.png (the mask tinted, the clicks drawn); prints the mask's size and the
-model's IoU estimate.
+model's IoU estimate. With --bag, the same clicks on every frame pair (RGB stacked with
+the auxiliary frame as the model's modality says); --out-bag writes each mask (mono8 0 / 1)
+and its overlay with the RGB message's header.
 
-A frame that cannot be read or segmented is skipped with one line saying which and why
+A frame that cannot be read or segmented (in a bag: a damaged message, sizes that do not
+add up, an unsupported encoding) is skipped with one line saying which and why
 (--on-error stop: the run stops there instead). Exit status: 0 every frame segmented;
 1 some frames failed; 2 bad arguments, inputs, model or output folder (one line);
 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). The summary is printed in every case
@@ -83,7 +88,8 @@ def parse_args(argv=None):
                      help="--out-bag: masks go to /PREFIX/raw_segmentation_mask and /PREFIX/colored_segmentation_mask")
     bag.add_argument("--copy-inputs", action="store_true", help="--out-bag: copy the two input topics into it")
     ap.add_argument("--points", nargs="+", type=parse_point, metavar="X,Y[,LABEL]",
-                    help="SimCMF: clicks in image pixels; LABEL 1 (object, default) or 0 (background)")
+                    help="SimCMF: clicks in image pixels; LABEL 1 (object, default) or 0 (background); "
+                         "with --bag, on every frame pair")
     ap.add_argument("--on-error", choices=("skip", "stop"), default="skip",
                     help="a frame that cannot be read or segmented: skip it and go on (default), or stop")
     return ap.parse_args(argv)
@@ -123,7 +129,7 @@ def summary_lines(timings, seconds: float, dropped: int, failed=(), unmatched=()
         lines.append(f"failed frames ({len(failed)}):")
         lines += [f"  {f.line()}" for f in failed]
     if unmatched:
-        lines.append(f"frames without a partner ({not_paired}):")
+        lines.append(f"not paired ({not_paired}):")
         lines += [f"  {u.line()}" for u in unmatched]
     return lines
 
@@ -201,7 +207,11 @@ def open_model(args) -> Segmenter:
 def run(args) -> int:
     seg = open_model(args)
     if seg.kind == "simcmf":
-        return run_simcmf(seg, args)
+        if not args.points:
+            every = " (the same clicks on every frame pair of --bag)" if args.bag else ""
+            raise ValueError(f"{args.model} is a SimCMF model: it segments on clicks; pass --points X,Y[,LABEL] ..."
+                             + every)
+        return run_simcmf_bag(seg, args) if args.bag else run_simcmf(seg, args)
     if args.points:
         raise ValueError(f"--points are clicks for SimCMF models; {args.model} is a GoPT model, which labels "
                          "every pixel without clicks")
@@ -241,9 +251,6 @@ def run(args) -> int:
         bag_out.close()  # the frames done so far, also after Ctrl-C: a complete bag
     seconds = time.perf_counter() - start
     print("\n".join(summary_lines(timings, seconds, frames.dropped, frames.failed, frames.unmatched)))
-    if hasattr(source, "unmatched_lines"):
-        lines = source.unmatched_lines()
-        print(f"unmatched {len(lines)} messages" + "".join(f"\n  {line}" for line in lines))
     if writer:
         print(f"wrote {writer.written} images to {args.out}")
     if bag_out:
@@ -284,17 +291,27 @@ def display_bgr(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(view)
 
 
+def click_points(args) -> tuple[list[tuple[float, float]], list[int]]:
+    """--points as (x, y) pixels and their labels."""
+    return [(x, y) for x, y, _ in args.points], [label for _, _, label in args.points]
+
+
+def write_mask_pngs(folder, name: str, image: np.ndarray, mask: np.ndarray, points, labels) -> tuple[Path, Path]:
+    """NAME_mask.png (0 / 255) and NAME_overlay.png (the mask tinted over the image, the clicks drawn)."""
+    mask_path, over_path = Path(folder) / f"{name}_mask.png", Path(folder) / f"{name}_overlay.png"
+    write_image_atomic(mask_path, mask.astype(np.uint8) * 255)
+    write_image_atomic(over_path, mask_overlay(display_bgr(image), mask, points, labels))
+    return mask_path, over_path
+
+
 def run_simcmf(seg, args) -> int:
     """One image, the user's clicks: the mask, its overlay, the IoU estimate."""
-    if not args.points:
-        raise ValueError(f"{args.model} is a SimCMF model: it segments on clicks; pass --points X,Y[,LABEL] ...")
     cfg = seg.config
     image = read_simcmf_image(args.rgb, args.aux, cfg, args.model)
     print(repr(seg))
     if seg.info.untrained:
         print(UNTRAINED.replace("labels", "masks"))
-    points = [(x, y) for x, y, _ in args.points]
-    labels = [label for _, _, label in args.points]
+    points, labels = click_points(args)
     with elapsed(f"encoding the image ({image.shape[1]}x{image.shape[0]} -> {cfg['img_size']}x{cfg['img_size']}, "
                  "once per image)"):
         seg.set_image(image)
@@ -305,12 +322,63 @@ def run_simcmf(seg, args) -> int:
     print(f"mask: {int(mask.sum())} pixels ({100 * float(mask.mean()):.1f}% of {W}x{H}), IoU estimate {iou:.3f}, "
           f"{len(points)} click(s), decoder {ms:.1f} ms")
     if args.out:
-        name = Path(args.rgb).stem
-        mask_path, over_path = Path(args.out) / f"{name}_mask.png", Path(args.out) / f"{name}_overlay.png"
-        write_image_atomic(mask_path, mask.astype(np.uint8) * 255)
-        write_image_atomic(over_path, mask_overlay(display_bgr(image), mask, points, labels))
+        mask_path, over_path = write_mask_pngs(args.out, Path(args.rgb).stem, image, mask, points, labels)
         print(f"wrote {mask_path} and {over_path}")
     return 0
+
+
+def mask_line(frame, mask: np.ndarray, iou: float, ms: float) -> str:
+    return (f"frame {frame.index:>5} {frame.name}: mask {int(mask.sum())} pixels ({100 * float(mask.mean()):.1f}%), "
+            f"IoU estimate {iou:.3f}, {ms:.1f} ms")
+
+
+def run_simcmf_bag(seg, args) -> int:
+    """The same clicks on every frame pair of a bag (``bags.click_frames``): the masks to
+    --out-bag (and --out), a line per frame, the summary; skipped frames as for streams."""
+    from .bags import BagPair, click_frames
+
+    points, labels = click_points(args)
+    skew = 20.0 if args.max_skew_ms is None else args.max_skew_ms
+    source = BagPair(args.bag, args.rgb_topic, args.aux_topic, skew, modality=None)
+    print(f"{seg!r}; source BagPair")
+    if seg.info.untrained:
+        print(UNTRAINED.replace("labels", "masks"))
+    failed, timings, code, bag_out = [], [], 0, None
+
+    def skip(failure) -> None:
+        failed.append(failure)
+        print_skip(failure)
+
+    start = last = time.perf_counter()
+    try:
+        bag_out = open_bag_writer(args, 2) if args.out_bag else None
+        for frame, mask, iou in click_frames(seg, source, points, labels, args.on_error, skip):
+            timings.append({"latency": 1e3 * (time.perf_counter() - last)})
+            if bag_out:
+                bag_out.write(frame, mask)
+            if args.out:
+                write_mask_pngs(args.out, frame.name, frame.rgb, mask, points, labels)
+            if not args.quiet:
+                print(mask_line(frame, mask, iou, timings[-1]["latency"]), flush=True)
+            if args.max_frames and len(timings) >= args.max_frames:
+                break
+            last = time.perf_counter()
+    except KeyboardInterrupt as e:
+        code = getattr(e, "exit_code", 130)
+    except BaseException:
+        if bag_out:
+            bag_out.abort()
+        raise
+    finally:
+        source.close()
+    if bag_out:
+        bag_out.close()  # the frames done so far, also after Ctrl-C: a complete bag
+    print("\n".join(summary_lines(timings, time.perf_counter() - start, 0, failed, source.unmatched)))
+    if args.out:
+        print(f"wrote {2 * len(timings)} images to {args.out}")
+    if bag_out:
+        print(f"wrote {bag_out.written} frames to {args.out_bag} ({args.storage})")
+    return code or (1 if failed else 0)
 
 
 class Terminated(KeyboardInterrupt):

@@ -8,15 +8,18 @@
     with BagWriter("run_seg", storage="mcap", topic_prefix="gopt", num_classes=9) as out:
         for r in stream(seg, source):
             out.write(r.frame, r.labels)
-    print(source.unmatched)                    # messages that found no partner, by topic and stamp
+    print(source.unmatched)                    # [Unmatched("/flir/image_raw @ 1700000000.123456789", why)]
 
 Input: rosbag2 (a folder with ``metadata.yaml``, or one ``.db3`` / ``.mcap`` file) or ROS 1
 (``.bag``), topics of ``sensor_msgs/msg/Image`` or ``CompressedImage``. RGB and auxiliary
 messages are paired by header stamp: the closest pairs first, each message used once,
-a pair only within ``max_skew_ms`` (``pair_by_stamp``). Output: a new rosbag2 (MCAP or
-sqlite3) with ``/<prefix>/raw_segmentation_mask`` (mono8 class ids) and
+a pair only within ``max_skew_ms`` (``pair_by_stamp``). Messages left without a partner
+are listed in ``unmatched``; a pair with a damaged message is yielded as a ``FrameFailure``
+and the bag is read on. Output: a new rosbag2 (MCAP or sqlite3) with
+``/<prefix>/raw_segmentation_mask`` (mono8 class ids; a SimCMF mask as 0 / 1) and
 ``/<prefix>/colored_segmentation_mask`` (bgr8 overlay), each carrying the RGB message's
-header, written under a temporary name and renamed when complete.
+header, written under a temporary name and renamed when complete. SimCMF models click on
+every pair with ``click_frames``.
 """
 from __future__ import annotations
 
@@ -28,8 +31,9 @@ from typing import Iterator
 import numpy as np
 
 from .files import atomic_dir
-from .ros_messages import frame_pair, image_fields, mask_images, simcmf_image
-from .streams import FramePair, _aux_channels
+from .bag_stamps import header_stamp, stamp_text
+from .ros_messages import image_fields, mask_images, model_aux, rgb_frame, simcmf_image
+from .streams import FramePair, FrameFailure, Unmatched, _aux_channels, check_sizes, one_line
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STORAGES = ("mcap", "sqlite3")
@@ -40,15 +44,6 @@ def _rosbags():
         import rosbags  # noqa: F401
     except ImportError:
         raise ValueError("reading and writing bags needs the rosbags package: pip install -e \".[ros]\"") from None
-
-
-def stamp_ns(header) -> int:
-    """A header's stamp in nanoseconds (ROS 2 ``sec`` / ``nanosec``; ROS 1 bags read the same)."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def stamp_text(ns: int) -> str:
-    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
 
 
 def pair_by_stamp(rgb: list[int], aux: list[int], max_skew_ns: int) -> tuple[list[tuple[int, int]], list[int], list[int]]:
@@ -111,14 +106,24 @@ def describe_topics(topics: dict[str, tuple[str, int]]) -> str:
     return "its image topics: " + ", ".join(f"{t} ({m.rsplit('/', 1)[-1]}, {n} messages)" for t, (m, n) in topics.items())
 
 
+def damaged(conn, raw, error: Exception) -> str:
+    """Why a serialised message cannot be read, in one line."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"not a readable {conn.msgtype} ({len(raw)} bytes; truncated or damaged?): {text}"
+
+
 class BagPair:
     """RGB and auxiliary image messages from one bag, paired by header stamp within
     ``max_skew_ms``. ``modality`` None: auxiliary frames as they came (for SimCMF's
-    ``ros_messages.simcmf_image``). Messages without a partner are not segmented: they are listed in
-    ``unmatched`` as (topic, stamp ns), and ``skipped`` counts the RGB ones.
+    ``ros_messages.simcmf_image``). Messages without a partner, or whose header cannot be
+    read, are not segmented: they are listed in ``unmatched`` as ``streams.Unmatched``
+    ("TOPIC @ STAMP" and why), and ``skipped`` counts the RGB ones. A pair with a message
+    that cannot be decoded (sizes that do not add up, an unsupported encoding, a truncated
+    message) is yielded as a ``streams.FrameFailure`` naming the message, and reading goes on.
 
-    Reading is two passes over the two topics: headers first (to pair), then images,
-    decoded only for pairs; memory holds at most the messages between a pair's two parts."""
+    Reading is two passes over the two topics: header stamps first (to pair; read in place,
+    ``bag_stamps``), then images, decoded only for pairs; memory holds at most the images
+    between a pair's two parts."""
 
     def __init__(self, path, rgb_topic: str, aux_topic: str, max_skew_ms: float = 20.0, modality: str | None = "thermal",
                  resize_aux: bool = False):
@@ -149,30 +154,44 @@ class BagPair:
         if self.topics[0] == self.topics[1]:
             raise ValueError(f"{self.path}: {self.topics[0]!r} given as both the rgb and the aux topic")
         self.conns = rgb_conns + aux_conns
-        stamps = {t: [] for t in self.topics}  # per topic: header stamps, in bag order
-        for conn, _, raw in self.reader.messages(connections=self.conns):
-            stamps[conn.topic].append(stamp_ns(self.reader.deserialize(raw, conn.msgtype).header))
-        rgb, aux = stamps[self.topics[0]], stamps[self.topics[1]]
-        pairs, lone_rgb, lone_aux = pair_by_stamp(rgb, aux, max_skew_ns)
-        self.pairs = pairs
-        self.unmatched = sorted([(self.topics[0], rgb[i]) for i in lone_rgb] + [(self.topics[1], aux[j]) for j in lone_aux],
-                                key=lambda u: u[1])
-        self.skipped = len(lone_rgb)
-        if not pairs:
-            raise ValueError(f"{self.path}: no message of {self.topics[0]} ({len(rgb)}) has a partner on "
-                             f"{self.topics[1]} ({len(aux)}) within {max_skew_ns / 1e6:g} ms by header stamp")
+        unreadable = self._read_stamps()
+        rgb, aux = self.stamps
+        rgb_ok, aux_ok = ([i for i, t in enumerate(side) if t is not None] for side in self.stamps)
+        pairs, lone_rgb, lone_aux = pair_by_stamp([rgb[i] for i in rgb_ok], [aux[j] for j in aux_ok], max_skew_ns)
+        self.pairs = [(rgb_ok[i], aux_ok[j]) for i, j in pairs]
+        lone = [(rgb[rgb_ok[i]], self._unpaired(0, rgb[rgb_ok[i]], max_skew_ns)) for i in lone_rgb]
+        lone += [(aux[aux_ok[j]], self._unpaired(1, aux[aux_ok[j]], max_skew_ns)) for j in lone_aux]
+        self.unmatched = [u for _, u in sorted(lone + unreadable, key=lambda item: item[0])]
+        self.skipped = len(rgb) - len(self.pairs)
+        if not self.pairs:
+            raise ValueError(f"{self.path}: no message of {self.topics[0]} ({len(rgb_ok)}) has a partner on "
+                             f"{self.topics[1]} ({len(aux_ok)}) within {max_skew_ns / 1e6:g} ms by header stamp")
 
-    def unmatched_lines(self) -> list[str]:
-        """One line per message that was not paired: topic, stamp, and why."""
-        return [f"{topic} @ {stamp_text(t)}: no partner within the skew limit" for topic, t in self.unmatched]
+    def _read_stamps(self) -> list[tuple[int, Unmatched]]:
+        """``self.stamps``: per topic, the header stamps (ns) in bag order, None where a header
+        cannot be read. Returns those messages as (bag time, ``Unmatched``)."""
+        stamps, unreadable = {t: [] for t in self.topics}, []
+        for conn, log_time, raw in self.reader.messages(connections=self.conns):
+            try:
+                stamps[conn.topic].append(header_stamp(self.reader, conn, raw))
+            except Exception as e:  # noqa: BLE001 - rosbags raises several kinds for a damaged message
+                stamps[conn.topic].append(None)
+                name = f"{conn.topic} message {len(stamps[conn.topic]) - 1} (bag time {stamp_text(log_time)})"
+                unreadable.append((log_time, Unmatched(name, f"its header cannot be read: {damaged(conn, raw, e)}")))
+        self.stamps = (stamps[self.topics[0]], stamps[self.topics[1]])
+        return unreadable
+
+    def _unpaired(self, side: int, stamp: int, max_skew_ns: int) -> Unmatched:
+        return Unmatched(f"{self.topics[side]} @ {stamp_text(stamp)}",
+                         f"no partner on {self.topics[1 - side]} within {max_skew_ns / 1e6:g} ms")
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __iter__(self) -> Iterator[BagFramePair]:
+    def __iter__(self) -> Iterator[BagFramePair | FrameFailure]:
         want = [{i: k for k, (i, _) in enumerate(self.pairs)}, {j: k for k, (_, j) in enumerate(self.pairs)}]
         seen = [0, 0]
-        held: dict[int, list] = {}  # pair number -> [rgb (msg, log time), aux msg]
+        held: dict[int, list] = {}  # pair number -> [rgb _Decoded, aux _Decoded]
         done = 0
         for conn, log_time, raw in self.reader.messages(connections=self.conns):
             side = 0 if conn.topic == self.topics[0] else 1
@@ -181,23 +200,38 @@ class BagPair:
             if k is None:
                 continue
             parts = held.setdefault(k, [None, None])
-            msg = self.reader.deserialize(raw, conn.msgtype)
-            parts[side] = (msg, log_time)
+            parts[side] = self._decode(side, conn, raw, log_time)
             if parts[0] is not None and parts[1] is not None:
                 del held[k]
-                yield self._frame(done, parts[0], parts[1][0])
+                yield self._frame(done, k, *parts)
                 done += 1
 
-    def _frame(self, index: int, rgb_part, aux_msg) -> BagFramePair:
-        rgb_msg, log_time = rgb_part
-        t = stamp_ns(rgb_msg.header)
-        name = f"{self.topics[0].strip('/').replace('/', '_')}_{stamp_text(t).replace('.', '_')}"
+    def _decode(self, side: int, conn, raw, log_time: int) -> "_Decoded":
         try:
-            rgb, aux = frame_pair(rgb_msg, aux_msg, self.modality, self.resize_aux, name)
-        except ValueError as e:
-            raise ValueError(f"{self.topics[0]} @ {stamp_text(t)}: {e}") from None
-        return BagFramePair(index, name, t / 1e6, rgb, aux, stamp=t, frame_id=str(rgb_msg.header.frame_id),
-                            log_time=int(log_time))
+            msg = self.reader.deserialize(raw, conn.msgtype)
+        except Exception as e:  # noqa: BLE001 - a damaged message fails its pair, the bag is read on
+            return _Decoded(None, "", int(log_time), damaged(conn, raw, e))
+        try:
+            image = rgb_frame(msg) if side == 0 else model_aux(msg, self.modality)
+        except Exception as e:  # noqa: BLE001 - sizes that do not add up, an unknown encoding ...
+            return _Decoded(None, "", int(log_time), one_line(e))
+        return _Decoded(image, str(msg.header.frame_id), int(log_time))
+
+    def _frame(self, index: int, k: int, rgb: "_Decoded", aux: "_Decoded") -> BagFramePair | FrameFailure:
+        i, j = self.pairs[k]
+        t = self.stamps[0][i]
+        name = f"{self.topics[0].strip('/').replace('/', '_')}_{stamp_text(t).replace('.', '_')}"
+        sources = (f"{self.topics[0]} @ {stamp_text(t)}", f"{self.topics[1]} @ {stamp_text(self.stamps[1][j])}")
+        reason = next((f"{where}: {part.error}" for where, part in zip(sources, (rgb, aux)) if part.error), None)
+        if reason is None and self.modality is not None:
+            try:
+                check_sizes(name, rgb.image, aux.image, self.resize_aux)
+            except ValueError as e:
+                reason = one_line(e)
+        if reason is not None:
+            return FrameFailure(index, name, sources, reason)
+        return BagFramePair(index, name, t / 1e6, rgb.image, aux.image, sources=sources, stamp=t,
+                            frame_id=rgb.frame_id, log_time=rgb.log_time)
 
     def close(self) -> None:
         if self.reader is not None:
@@ -205,14 +239,38 @@ class BagPair:
             self.reader = None
 
 
-def click_frames(seg, source, points, labels=None) -> Iterator[tuple[BagFramePair, np.ndarray, float]]:
+@dataclass
+class _Decoded:
+    """One message of a pair: its image, or why it has none."""
+
+    image: np.ndarray | None
+    frame_id: str
+    log_time: int
+    error: str = ""
+
+
+def click_frames(seg, source, points, labels=None, on_error: str = "skip",
+                 on_skip=None) -> Iterator[tuple[BagFramePair, np.ndarray, float]]:
     """SimCMF on every pair of ``source`` (a ``BagPair`` with ``modality=None``) with the
     same clicks (image pixels): yields (frame, H x W bool mask, IoU estimate). The input is
-    the colour frame stacked with the auxiliary one as the model's modality says."""
+    the colour frame stacked with the auxiliary one as the model's modality says. A pair
+    that cannot be read or segmented is passed to ``on_skip`` as a ``FrameFailure`` and
+    left out (``on_error="skip"``), or its error is raised (``"stop"``), as ``stream`` does."""
     if seg.kind != "simcmf":
         raise ValueError("click_frames runs SimCMF models; GoPT models label frames with stream()")
+    if on_error not in ("skip", "stop"):
+        raise ValueError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
     for frame in source:
-        mask, iou = seg.run(simcmf_image(seg.config, frame.rgb, frame.aux), points=points, labels=labels)
+        try:
+            if isinstance(frame, FrameFailure):
+                raise ValueError(frame.reason)
+            mask, iou = seg.run(simcmf_image(seg.config, frame.rgb, frame.aux), points=points, labels=labels)
+        except Exception as e:  # noqa: BLE001 - a bad frame: reported, the bag is read on
+            if on_error == "stop":
+                raise
+            if on_skip is not None:
+                on_skip(FrameFailure(frame.index, frame.name, frame.sources, one_line(e)))
+            continue
         yield frame, mask, iou
 
 

@@ -228,14 +228,22 @@ def frame_pair(rgb_msg, aux_msg, modality: str | None = "thermal", resize_aux: b
     """(BGR uint8, auxiliary frame with the model's channels) from two messages, checked as
     the stream sources check their frames. ``modality`` None: the auxiliary frame as it came
     (SimCMF builds its input with ``simcmf_image``)."""
-    from .streams import _aux_channels, check_sizes, to_aux
+    from .streams import check_sizes
 
-    rgb = rgb_frame(rgb_msg)
-    if modality is None:
-        return rgb, aux_frame(aux_msg)
-    aux = to_aux(aux_frame(aux_msg, modality), _aux_channels(modality))
-    check_sizes(name, rgb, aux, resize_aux)
+    rgb, aux = rgb_frame(rgb_msg), model_aux(aux_msg, modality)
+    if modality is not None:
+        check_sizes(name, rgb, aux, resize_aux)
     return rgb, aux
+
+
+def model_aux(msg, modality: str | None = "thermal") -> np.ndarray:
+    """An auxiliary message with the channels a GoPT model of ``modality`` takes (``aux_frame``
+    then ``streams.to_aux``); ``modality`` None: the frame as it came."""
+    from .streams import _aux_channels, to_aux
+
+    if modality is None:
+        return aux_frame(msg)
+    return to_aux(aux_frame(msg, modality), _aux_channels(modality))
 
 
 def mask_images(bgr: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,8 @@ start of decoding, or from capture for cameras, to the label map).
 A bad frame (unreadable, empty, not an image, an aux of another size, a failed
 inference) is skipped and recorded in ``failed`` by default (``on_error="skip"``);
 ``on_error="stop"`` raises it instead. Frames a source could not pair (a file without a
-partner, the longer video's tail) are recorded in the source's ``unmatched``.
+partner, the longer video's tail, a bag message without a partner) are recorded in the
+source's ``unmatched``.
 """
 from __future__ import annotations
 
@@ -581,8 +582,8 @@ class Stream:
 
     @property
     def unmatched(self) -> list[Unmatched]:
-        """The source's ``Unmatched`` entries (a bag lists its own, see ``BagPair.unmatched_lines``)."""
-        return [u for u in getattr(self.source, "unmatched", []) if isinstance(u, Unmatched)]
+        """The source's ``Unmatched`` entries: files, video frames or bag messages it could not pair."""
+        return list(getattr(self.source, "unmatched", []))
 
 
 def _failure_of(frame: FramePair, error: BaseException) -> FrameFailure:

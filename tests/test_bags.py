@@ -1,6 +1,7 @@
 """ROS bags in and out, on bags written here with rosbags from the bundled MFNet and ESANet
 frames: RGB at 30 Hz, thermal at 8.7 Hz as FLIR cores publish, stamp jitter, a dropped frame."""
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,7 @@ from runtime.__main__ import main  # noqa: E402
 from runtime.bags import BagPair, BagWriter, pair_by_stamp, stamp_text  # noqa: E402
 from runtime.preprocess import overlay  # noqa: E402
 from runtime.ros_messages import compressed_fields, compressed_to_numpy, image_fields, image_to_numpy  # noqa: E402
-from runtime.streams import open_source, stream  # noqa: E402
+from runtime.streams import FrameFailure, Unmatched, open_source, stream  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")
@@ -70,7 +71,8 @@ def compressed_msg(store, stamp, frame_id, array, fmt):
 
 
 def write_bag(path, streams, storage="mcap"):
-    """streams: {topic: [(stamp, log delay ns, message, msgtype)]}; messages in log-time order."""
+    """streams: {topic: [(stamp, log delay ns, message or its serialised bytes, msgtype)]}; messages in
+    log-time order."""
     store = get_typestore(Stores.ROS1_NOETIC if storage == "ros1" else Stores.ROS2_HUMBLE)
     items = sorted((stamp + delay, topic, msg, typ) for topic, msgs in streams(store).items()
                    for stamp, delay, msg, typ in msgs)
@@ -84,7 +86,7 @@ def write_bag(path, streams, storage="mcap"):
         for log, topic, msg, typ in items:
             if topic not in conns:
                 conns[topic] = w.add_connection(topic, typ, typestore=store)
-            w.write(conns[topic], log, serialize(msg, typ))
+            w.write(conns[topic], log, msg if isinstance(msg, bytes) else serialize(msg, typ))
     return path
 
 
@@ -160,11 +162,13 @@ def test_bag_pairing_at_camera_rates(tmp_path):
         assert len(want) >= (len(aux) - 3 if skew_ms == 20 else 1)
         lone_rgb = [t for i, t in enumerate(rgb) if i not in {p[0] for p in want}]
         lone_aux = [t for j, t in enumerate(aux) if j not in {p[1] for p in want}]
-        assert source.unmatched == sorted([(RGB_TOPIC, t) for t in lone_rgb] + [(AUX_TOPIC, t) for t in lone_aux],
-                                          key=lambda u: u[1])
+        lone = sorted([(t, RGB_TOPIC, AUX_TOPIC) for t in lone_rgb] + [(t, AUX_TOPIC, RGB_TOPIC) for t in lone_aux])
+        why = f"within {skew_ms} ms"
+        assert source.unmatched == [Unmatched(f"{topic} @ {stamp_text(t)}", f"no partner on {other} {why}")
+                                    for t, topic, other in lone]
         assert source.skipped == len(lone_rgb)
-        assert source.unmatched_lines()[0] == f"{source.unmatched[0][0]} @ {stamp_text(source.unmatched[0][1])}: " \
-                                              "no partner within the skew limit"
+        assert source.unmatched[0].line() == f"not processed: {lone[0][1]} @ {stamp_text(lone[0][0])}: no partner " \
+                                             f"on {lone[0][2]} within {skew_ms} ms"
         got = list(source)
         source.close()
         assert [f.stamp for f in got] == [rgb[i] for i, _ in want]
@@ -297,7 +301,7 @@ def test_command_line_rgbd_esanet(tmp_path, tiny_gopt_models, storage, capsys):
     assert "exists already" in capsys.readouterr().err
 
 
-def test_command_line_lists_topics_and_reports_unmatched(tmp_path, tiny_gopt_models, capsys):
+def test_command_line_lists_topics_and_reports_unmatched(tmp_path, tiny_gopt_models, thermal_seg, capsys):
     rgb, aux = schedule(3, seconds=0.5)
     bag = write_bag(tmp_path / "in", rgbt_streams(rgb, aux, mfnet_frames(len(rgb))))
     model = str(tiny_gopt_models / "thermal.onnx")
@@ -308,8 +312,11 @@ def test_command_line_lists_topics_and_reports_unmatched(tmp_path, tiny_gopt_mod
     out = capsys.readouterr().out
     want = expected_pairs(rgb, aux, 20 * 10**6)
     lone = len(rgb) + len(aux) - 2 * len(want)
-    assert f"frames {len(want)}," in out and f"unmatched {lone} messages" in out
-    assert f"{RGB_TOPIC} @ {stamp_text(rgb[1])}: no partner" in out
+    assert f"frames {len(want)}," in out and f"unmatched {lone}\n" in out and f"not paired ({lone}):" in out
+    assert f"not processed: {RGB_TOPIC} @ {stamp_text(rgb[1])}: no partner on {AUX_TOPIC} within 20 ms" in out
+    source = open_source(bag=bag, rgb_topic=RGB_TOPIC, aux_topic=AUX_TOPIC)  # the Python API reports the same
+    frames = stream(thermal_seg, source)
+    assert len(list(frames)) == len(want) and frames.unmatched == source.unmatched and len(frames.unmatched) == lone
 
 
 def test_simcmf_clicks_on_a_bag(tmp_path):
@@ -337,3 +344,137 @@ def test_simcmf_clicks_on_a_bag(tmp_path):
     for (_, m), (i, j) in zip(raw, want):
         ref, _ = seg.run(np.dstack([frames[i][0], frames[j][1]]), points=[(80, 60)])
         np.testing.assert_array_equal(image_to_numpy(m), ref.astype(np.uint8))
+
+
+# ---- damaged messages ------------------------------------------------------------------------
+
+
+def damaged_bag(path):
+    """Eight RGB + thermal pairs 100 ms apart (thermal 3 ms later) with damaged messages: RGB 2
+    has fewer data bytes than step x height, thermal 4 an unsupported encoding, RGB 6 is cut
+    short after its header, thermal 7 is cut inside its header. Returns (path, stamps, frames)."""
+    n = 8
+    rgb = [T0 + i * 100_000_000 for i in range(n)]
+    frames = mfnet_frames(n)
+
+    def build(store):
+        def rgb_msg(i):
+            msg = image_msg(store, rgb[i], "cam", frames[i][0], "bgr8")
+            if i == 2:
+                msg.data = msg.data[:-7]
+            raw = bytes(store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+            return raw[:200] if i == 6 else raw
+
+        def aux_msg(j):
+            msg = image_msg(store, rgb[j] + 3_000_000, "flir", frames[j][1], "mono8")
+            if j == 4:
+                msg.encoding = "yuv422"
+            raw = bytes(store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+            return raw[:10] if j == 7 else raw
+        return {RGB_TOPIC: [(t, 1000, rgb_msg(i), "sensor_msgs/msg/Image") for i, t in enumerate(rgb)],
+                AUX_TOPIC: [(t + 3_000_000, 1000, aux_msg(j), "sensor_msgs/msg/Image") for j, t in enumerate(rgb)]}
+    return write_bag(path, build), rgb, frames
+
+
+def test_damaged_messages_fail_their_pair_only(tmp_path, thermal_seg):
+    bag, rgb, frames = damaged_bag(tmp_path / "in")
+    source = open_source(bag=bag, rgb_topic=RGB_TOPIC, aux_topic=AUX_TOPIC)
+    assert source.pairs == [(i, i) for i in range(7)]
+    assert source.unmatched == [
+        Unmatched(f"{RGB_TOPIC} @ {stamp_text(rgb[7])}", f"no partner on {AUX_TOPIC} within 20 ms"),
+        Unmatched(f"{AUX_TOPIC} message 7 (bag time {stamp_text(rgb[7] + 3_001_000)})", source.unmatched[1].reason)]
+    assert source.unmatched[1].reason.startswith("its header cannot be read: ")
+    frames_out = stream(thermal_seg, source)
+    results = list(frames_out)
+    assert [r.frame.stamp for r in results] == [rgb[i] for i in (0, 1, 3, 5)]
+    for r, i in zip(results, (0, 1, 3, 5)):
+        np.testing.assert_array_equal(r.labels, thermal_seg.run(frames[i][0], frames[i][1]))
+    failed = frames_out.failed
+    assert [f.index for f in failed] == [2, 4, 6] and all(isinstance(f, FrameFailure) for f in failed)
+    where = [f"{RGB_TOPIC} @ {stamp_text(rgb[2])}", f"{AUX_TOPIC} @ {stamp_text(rgb[4] + 3_000_000)}",
+             f"{RGB_TOPIC} @ {stamp_text(rgb[6])}"]
+    for f, w, why in zip(failed, where, ("data has 57593 bytes, expected step x height = 57600",
+                                         "encoding 'yuv422' is not supported",
+                                         "not a readable sensor_msgs/msg/Image (200 bytes; truncated")):
+        assert f.reason.startswith(f"{w}: ") and why in f.reason and "\n" not in f.reason, f.reason
+        assert w in f.sources
+
+
+def test_command_line_skips_damaged_messages(tmp_path, tiny_gopt_models, capsys):
+    bag, rgb, _ = damaged_bag(tmp_path / "in")
+    model = str(tiny_gopt_models / "thermal.onnx")
+    args = [model, "--bag", str(bag), "--rgb-topic", RGB_TOPIC, "--aux-topic", AUX_TOPIC, "--quiet"]
+    assert main(args + ["--out-bag", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    skipped = captured.err.strip().splitlines()
+    assert len(skipped) == 3 and all(line.startswith("skipped frame ") for line in skipped), captured.err
+    assert f"{RGB_TOPIC} @ {stamp_text(rgb[2])}" in skipped[0] and "yuv422" in skipped[1]
+    assert "frames 4," in captured.out and "failed 3, unmatched 2" in captured.out
+    assert "failed frames (3):" in captured.out and "its header cannot be read" in captured.out
+    assert len(read_bag(tmp_path / "out")["/gopt/raw_segmentation_mask"]) == 4
+    assert main(args + ["--on-error", "stop", "--out-bag", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"error: {RGB_TOPIC} @ {stamp_text(rgb[2])}: ") and \
+        not (tmp_path / "out2").exists(), err
+
+
+# ---- SimCMF from the command line ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def simcmf_onnx(tmp_path_factory):
+    """The tiny RGB-T SimCMF exported to ONNX (encoder and decoder)."""
+    pytest.importorskip("torch")
+    from export.progress import Progress
+    from export.simcmf_onnx import export_simcmf
+    from test_simcmf import tiny_model
+
+    folder = tmp_path_factory.mktemp("simcmf_bag")
+    export_simcmf(tiny_model(modality="rgbt"), folder / "tiny", batch=1, progress=Progress(2))
+    return folder / "tiny.encoder.onnx"
+
+
+def test_command_line_simcmf_clicks_on_every_pair(tmp_path, simcmf_onnx, tiny_gopt_models, capsys):
+    """python -m runtime SIMCMF --bag IN --points ... --out-bag OUT: one mask per pair (mono8
+    0 / 1 and its overlay) with the RGB header, equal to Segmenter.run on the stacked pair."""
+    rgb, aux = schedule(6, seconds=0.5)
+    frames = mfnet_frames(len(rgb))
+    bag = write_bag(tmp_path / "in", rgbt_streams(rgb, aux, frames, "bgr8", "mono8"))
+    out = tmp_path / "out"
+    topics = ["--bag", str(bag), "--rgb-topic", RGB_TOPIC, "--aux-topic", AUX_TOPIC]
+    clicks = ["--points", "80,60", "20,100,0"]
+    pngs = tmp_path / "pngs"
+    assert main([str(simcmf_onnx), *topics, *clicks, "--out-bag", str(out), "--topic-prefix", "simcmf",
+                 "--out", str(pngs)]) == 0
+    printed = capsys.readouterr().out
+    want = expected_pairs(rgb, aux, 20 * 10**6)
+    assert sorted(p.name for p in pngs.iterdir())[:2] == [f"camera_color_image_raw_{stamp_text(rgb[want[0][0]])}"
+                                                          .replace(".", "_") + s for s in ("_mask.png", "_overlay.png")]
+    assert len(list(pngs.iterdir())) == 2 * len(want)
+    assert f"frames {len(want)}," in printed and f"wrote {len(want)} frames to {out}" in printed
+    assert re.search(r"frame +0 camera_color_image_raw_\S+: mask \d+ pixels \(.*%\), IoU estimate", printed), printed
+    seg = Segmenter(simcmf_onnx)
+    written = read_bag(out)
+    raw, colored = written["/simcmf/raw_segmentation_mask"], written["/simcmf/colored_segmentation_mask"]
+    assert len(raw) == len(colored) == len(want)
+    for (log, m), (_, c), (i, j) in zip(raw, colored, want):
+        assert stamp_of(m) == stamp_of(c) == rgb[i] and m.header.frame_id == "camera_color_optical_frame"
+        assert log == rgb[i] + 2_000_000 and m.encoding == "mono8"
+        mask, _ = seg.run(np.dstack([frames[i][0], frames[j][1]]), points=[(80, 60), (20, 100)], labels=[1, 0])
+        np.testing.assert_array_equal(image_to_numpy(m), mask.astype(np.uint8))
+        np.testing.assert_array_equal(image_to_numpy(c), overlay(frames[i][0], mask.astype(np.uint8), 2))
+
+    # damaged messages are skipped as for GoPT; the good pairs still get their masks
+    damaged, stamps, _ = damaged_bag(tmp_path / "damaged")
+    assert main([str(simcmf_onnx), "--bag", str(damaged), "--rgb-topic", RGB_TOPIC, "--aux-topic", AUX_TOPIC,
+                 *clicks, "--quiet", "--out-bag", str(tmp_path / "out2")]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 3 and f"{RGB_TOPIC} @ {stamp_text(stamps[2])}" in captured.err
+    assert "frames 4," in captured.out and len(read_bag(tmp_path / "out2")["/gopt/raw_segmentation_mask"]) == 4
+
+    # SimCMF without clicks, GoPT with clicks: one line each
+    for model, extra, message in ((simcmf_onnx, [], "is a SimCMF model: it segments on clicks; pass --points"),
+                                  (tiny_gopt_models / "thermal.onnx", clicks, "--points are clicks for SimCMF")):
+        assert main([str(model), *topics, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
