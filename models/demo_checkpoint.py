@@ -44,11 +44,13 @@ DEFAULT_PATH = DEFAULT_PATHS["thermal"]
 # An untrained GoPT's group tokens, drawn as GoPT draws them (std 0.02), are so small that
 # the parameter-free attention of every prompter averages them into one vector: the hard
 # assignments then tie exactly, PyTorch and ONNX Runtime round the ties apart, and part of
-# the label map flips between them. The RGB-D demo draws its group tokens with std 5 so
-# that the groups stay distinct; with seed 2 its closest assignment on the export check's
-# inputs is 4e-5 (relative) apart. The RGB-T demo keeps GoPT's own draw.
+# the label map flips between them. The RGB-D demo draws its group tokens with std 3 so
+# that the groups stay distinct (std 5 and above makes the prompter's softmax so sharp that
+# fp32 rounding alone moves the logits by 2e-4 to 6e-4, beyond the export check's 1e-4);
+# with seed 2 the export check's logits agree within 6e-6, labels 100%. The RGB-T demo
+# keeps GoPT's own draw.
 DEFAULT_SEEDS = {"thermal": 0, "depth": 2}
-CLASS_TOKEN_STD = {"thermal": None, "depth": 5.0}
+CLASS_TOKEN_STD = {"thermal": None, "depth": 3.0}
 
 
 def demo_config(modality: str = "thermal", tiny: bool = False):
