@@ -135,3 +135,22 @@ def test_interleaved_int8_and_uint8_input(tmp_path):
     unavailable = [r for r in rows if r["status"] != "ok"]
     assert all(r["status"].startswith("unavailable: ") for r in unavailable)  # torch int8, torch uint8-input
     assert list((tmp_path / "work").glob("*.int8.onnx"))
+
+
+def test_ort_profile_shares_add_up(tmp_path):
+    """benchmarks/ort_profile.py: ONNX Runtime's own profiler, by operator type, on an exported GoPT."""
+    from export.onnx import export_gopt
+    from factories import tiny_gopt
+
+    export_gopt(tiny_gopt(), tmp_path / "tiny.onnx", 1)
+    cmd = [sys.executable, "benchmarks/ort_profile.py", str(tmp_path / "tiny.onnx"), "--runs", "2",
+           "--json", str(tmp_path / "p.json")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    times = json.loads((tmp_path / "p.json").read_text())["ms_per_run"]
+    assert {"LayerNormalization", "Softmax", "ArgMax"} <= set(times)  # the graph's own operators
+    assert all(positive_finite(ms) or ms == 0 for ms in times.values()) and sum(times.values()) > 0
+    assert "ms of kernel time per run" in out.stdout.splitlines()[0]
+    bad = subprocess.run([sys.executable, "benchmarks/ort_profile.py", str(tmp_path / "none.onnx")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "none.onnx: no such file" in bad.stderr

@@ -135,3 +135,32 @@ def test_simcmf_encoder_int8_masks_over_clicks(tmp_path):
     for r in results:
         print(r.line("mask IoU"))
         assert r.value >= 0.9
+
+
+def test_linear_layers_run_as_integer_kernels_in_onnx_runtime(quantized, tmp_path):
+    """A batch-1 export's linear layers are Gemms; quantized as Q/DQ Gemms ONNX Runtime would run
+    them as fp32 Gemms on dequantized weights (slower than the fp32 model). They are quantized as
+    MatMul + Add, and the runtime's session keeps them integer (MatMulIntegerToFloat)."""
+    import onnxruntime as ort
+
+    from export.quantize import gemms_as_matmuls
+    from runtime.ort_backend import DISABLED_OPTIMIZERS
+
+    fp32, int8 = quantized
+    assert any(n.op_type == "Gemm" for n in onnx.load(str(fp32)).graph.node)
+    assert not any(n.op_type == "Gemm" for n in onnx.load(str(int8)).graph.node)
+    assert read_onnx_info(int8).quantization["gemms_as_matmuls"] > 0
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ops.count("MatMulIntegerToFloat") >= 10 and "Gemm" not in ops
+    # The rewrite itself is exact in fp32.
+    model = onnx.load(str(fp32))
+    assert gemms_as_matmuls(model) > 0
+    onnx.save(model, str(tmp_path / "matmul.onnx"))
+    rng = np.random.default_rng(0)
+    feeds = {"rgb": rng.random((1, 3, *SIZE), np.float32), "aux": rng.random((1, 1, *SIZE), np.float32)}
+    a, b = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
+            for p in (fp32, tmp_path / "matmul.onnx"))
+    assert np.abs(a - b).max() <= 1e-5
