@@ -23,12 +23,59 @@ _PRODUCERS = {"MatMul", "Gemm", "Conv"}
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Constant-fold shape arithmetic and drop dead nodes (onnxslim), keeping the model valid."""
+    """Constant-fold shape arithmetic and drop dead nodes (onnxslim), keeping the model valid;
+    GELU's factors in the order ONNX Runtime fuses (``gelu_in_fusable_order``)."""
     import onnxslim
 
     slim = onnxslim.slim(model)
+    gelu_in_fusable_order(slim)
     onnx.checker.check_model(slim)
     return slim
+
+
+def _scalar(model: onnx.ModelProto, name: str) -> float | None:
+    from onnx import numpy_helper
+
+    for t in model.graph.initializer:
+        if t.name == name:
+            value = numpy_helper.to_array(t)
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+    return None
+
+
+def gelu_in_fusable_order(model: onnx.ModelProto) -> int:
+    """Exact GELU exports as ``x * (0.5 * (1 + erf(x / sqrt 2)))``; ONNX Runtime's GeluFusion
+    matches ``(x * (1 + erf(x / sqrt 2))) * 0.5`` and leaves the first as five kernels (80 ms of
+    a GoPT-B frame on a 2-core CPU). Swaps the two Muls in place; bit-identical, since scaling
+    by 0.5 commutes with rounding. Returns how many GELUs were reordered."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def only_consumer(name, op_type):
+        found = consumers.get(name, [])
+        return found[0] if len(found) == 1 and found[0].op_type == op_type else None
+
+    count = 0
+    for erf in [n for n in model.graph.node if n.op_type == "Erf"]:
+        div = producer.get(erf.input[0])
+        add = only_consumer(erf.output[0], "Add")
+        half = add and only_consumer(add.output[0], "Mul")
+        final = half and only_consumer(half.output[0], "Mul")
+        if not (div is not None and div.op_type == "Div" and final):
+            continue
+        x = div.input[0]
+        half_const = [i for i in half.input if i != add.output[0]]
+        x_side = [i for i in final.input if i != half.output[0]]
+        if len(half_const) != 1 or _scalar(model, half_const[0]) != 0.5 or x_side != [x]:
+            continue
+        # half: (1 + erf) * x;  final: half * 0.5
+        half.input[:] = [add.output[0], x]
+        final.input[:] = [half.output[0], half_const[0]]
+        count += 1
+    return count
 
 
 def set_metadata(model: onnx.ModelProto, info: ModelInfo) -> None:
