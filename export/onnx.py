@@ -411,7 +411,7 @@ def run(args) -> int:
         except (ValueError, ModelFileError) as e:
             print(f"\nerror: {e}", file=sys.stderr)
             return 2
-        report(info, out)
+        report(info, out, args.check_only)
         finals, written = [final], [out]
         if not checking:
             return unchecked(written, finals)
@@ -455,7 +455,7 @@ def run(args) -> int:
             infos, paths = export_simcmf(model, stem, batch, args.opset, args.fp16, progress,
                                          unverified=not args.no_check)
         for info, path in zip(infos, paths):
-            report(info, path)
+            report(info, path, args.check_only)
         written = list(paths)
         if not checking:
             return unchecked(written, finals)
@@ -513,10 +513,10 @@ def not_promoted(written, finals) -> int:
     return 1
 
 
-def report(info: ModelInfo, path: Path) -> None:
+def report(info: ModelInfo, path: Path, existing: bool = False) -> None:
     mb = os.path.getsize(path) / 2**20
     ops = sorted(graph.op_types(onnx.load(str(path), load_external_data=False)))
-    print(f"wrote {path} ({mb:.1f} MiB, {info.precision}, {len(ops)} op types, "
+    print(f"{'checking' if existing else 'wrote'} {path} ({mb:.1f} MiB, {info.precision}, {len(ops)} op types, "
           f"inputs {', '.join(f'{t.name}{t.shape}' for t in info.inputs)})")
 
 

@@ -59,6 +59,7 @@ def test_check_only_of_a_no_check_export_and_of_the_wrong_checkpoint(tmp_path):
     out = export_cli(tmp_path / "a.pt", "-o", tmp_path / "m.onnx", "--check-only")
     assert out.returncode == 0 and "within tolerance" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
     assert "exporting GoPT" not in out.stdout and (tmp_path / "m.onnx").is_file()
+    assert f"checking {tmp_path / 'm.onnx'}" in out.stdout and "wrote " not in out.stdout
     out = export_cli(tmp_path / "b.pt", "-o", tmp_path / "m.onnx", "--check-only")
     assert out.returncode == 1 and "beyond tolerance" in out.stderr, out.stdout[-2000:] + out.stderr[-2000:]
     assert not (tmp_path / "m.onnx").exists() and (tmp_path / "m.unverified.onnx").is_file()
