@@ -459,40 +459,51 @@ def gopt_config_rows(model: GoptModel, backend: str, precision: str, cuda_graph:
     return rows
 
 
+def simcmf_state(args, device: str = "cuda", config=None, image=SIMCMF_IMAGE) -> dict:
+    """What ``simcmf_rows`` keeps between calls: latency.py's settings, the device, the model's
+    config (None: the demo's SAM ViT-B, RGB-T) and the image shape [B, C, S, S]."""
+    return {"args": args, "device": device, "config": config, "image": image}
+
+
 def simcmf_rows(state: dict, precision: str, compiled: bool, check_time) -> list[dict]:
-    """The SimCMF ViT-B image encoder (1024x1024, RGB-T) in PyTorch: one row, with the relative
-    error of its embedding against fp32 eager on the same input."""
+    """The SimCMF image encoder in PyTorch on ``state["device"]``: one row, with the relative
+    error of its embedding against fp32 eager on the same input (once that has run)."""
     import torch
 
     from benchmarks import latency
     from models.demo_simcmf import build_demo_simcmf
 
     check_time(f"SimCMF encoder {precision}{' torch.compile' if compiled else ''}", COMPILE_S if compiled else 0)
+    device, cuda = state["device"], state["device"] == "cuda"
     if "cpu_model" not in state:
-        state["cpu_model"] = build_demo_simcmf(0)
-        state["x"] = torch.randn(*SIMCMF_IMAGE, generator=torch.Generator().manual_seed(0))
+        state["cpu_model"] = build_demo_simcmf(0, state["config"])
+        state["x"] = torch.randn(*state["image"], generator=torch.Generator().manual_seed(0))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    model = copy.deepcopy(state["cpu_model"]).to(device="cuda", dtype=dtype).eval()
-    x = state["x"].to(device="cuda", dtype=dtype)
+    model = copy.deepcopy(state["cpu_model"]).to(device=device, dtype=dtype).eval()
+    x = state["x"].to(device=device, dtype=dtype)
     encode = torch.compile(model.encode) if compiled else model.encode
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     args = state["args"]
-    torch.cuda.reset_peak_memory_stats()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():
         first = time.perf_counter()
         embedding = encode(x).float()
-        torch.cuda.synchronize()
+        sync()
         first_s = time.perf_counter() - first
         if "fp32_embedding" not in state and precision == "fp32" and not compiled:
             state["fp32_embedding"] = embedding
-        samples = latency.measure(lambda i: encode(x), torch.cuda.synchronize, args.warmup_s, args.min_iters,
-                                  args.min_time_s, args.max_time_s)
-    stats = latency.summarize(samples, SIMCMF_IMAGE[0])
+        samples = latency.measure(lambda i: encode(x), sync, args.warmup_s, args.min_iters, args.min_time_s,
+                                  args.max_time_s)
+    stats = latency.summarize(samples, state["image"][0])
     ref = state.get("fp32_embedding")
-    row = {"model": "SimCMF ViT-B encoder", "input": "1024x1024x4", "backend": "compile" if compiled else "torch",
-           "precision": precision, "batch": SIMCMF_IMAGE[0], "status": "ok", "latency_ms": stats["latency_ms"],
-           "throughput_fps": stats["throughput_fps"], "iters": stats["iters"], "cv": stats["cv"],
-           "first_call_s": first_s, "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20,
-           "embedding_rel_err_vs_fp32": (float((embedding - ref).norm() / ref.norm()) if ref is not None else None)}
+    B, C, H, W = state["image"]
+    row = {"model": "SimCMF encoder" if state["config"] else "SimCMF ViT-B encoder", "input": f"{H}x{W}x{C}",
+           "backend": "compile" if compiled else "torch", "precision": precision, "batch": B, "device": device,
+           "status": "ok", "latency_ms": stats["latency_ms"], "throughput_fps": stats["throughput_fps"],
+           "iters": stats["iters"], "cv": stats["cv"], "first_call_s": first_s,
+           "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+           "embedding_rel_err_vs_fp32": float((embedding - ref).norm() / ref.norm()) if ref is not None else None}
     del model, x
     _empty_cuda_cache()
     return [row]
@@ -509,7 +520,7 @@ def gopt(ctx) -> None:
             models[modality] = GoptModel(paths[modality], dict(GOPT_MODELS)[modality], work)
         return models[modality]
 
-    simcmf = {"args": latency_args(paths["thermal"], work)}
+    simcmf = simcmf_state(latency_args(paths["thermal"], work))
     rows = ctx.rows()
     items = ([("gopt", "thermal", c) for c in GOPT_EAGER + GOPT_GRAPHS + GOPT_COMPILE]
              + [("simcmf", "fp32", False), ("simcmf", "bf16", False)]
