@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import hashlib
 import os
 import platform
@@ -44,6 +45,7 @@ KERNEL_TOKENS = (1200, 4096, 196)  # 480x640, 1024x1024, 224x224 at patch 16
 KERNEL_GROUPS = (9, 40, 150)  # MFNet, NYUDv2, ADE20K classes
 KERNEL_ARGS = ["--prompt-dim", "32", "--width", "768", "--warmup-ms", "10", "--rep-ms", "40"]
 PARITY_SHARE = 0.45  # of the kernel stage: parity of every configuration first, then timing
+PARITY_PROCESSES = 8  # Triton compiles each kernel variant on one CPU core: compile them side by side
 
 # GoPT-B and SimCMF in PyTorch
 GOPT_MODELS = (("thermal", "GoPT-B RGB-T"), ("depth", "GoPT-B RGB-D"))
@@ -92,6 +94,9 @@ def run_command(cmd: list[str], timeout_s: float, env=None, cwd=ROOT) -> dict:
         os.killpg(proc.pid, 9)
         out, _ = proc.communicate()
         timed_out = True
+    except BaseException:  # interrupted: the command's process group goes with us
+        os.killpg(proc.pid, 9)
+        raise
     return {"command": " ".join(cmd), "rc": proc.returncode, "timed_out": timed_out,
             "seconds": round(time.monotonic() - start, 1), "output": out or ""}
 
@@ -222,30 +227,78 @@ def kernels(ctx) -> None:
     refs, compiled_refs = kb.baselines(no_compile=False)
     done: dict[tuple, list] = {}
 
-    def measure(config, timing):
-        try:
-            rows = kb.measure_config(*config, args, ctx.result["copy_bandwidth_GBps"], refs, compiled_refs,
-                                     timing=timing)
-        except Exception as e:  # noqa: BLE001 - one configuration's failure is its row
-            _empty_cuda_cache()
-            kernel, dtype, B, S, C = config
-            rows = [{"kernel": kernel, "dtype": dtype, "B": B, "S": S, "C": C, "error": _error_line(e)}]
+    def record(config, rows):
         done[config] = rows
         ctx.result["rows"] = [r for c in configs if c in done for r in done[c]]
         ctx.result["summary"] = kb.summary({"results": [r for r in ctx.result["rows"] if "parity" in r]})
         ctx.checkpoint()
 
     parity_end = ctx.clock() + PARITY_SHARE * ctx.left()
-    for i, config in enumerate(configs):
-        if ctx.clock() > parity_end:
-            ctx.note(f"parity checked for {i} of {len(configs)} configurations (the rest: budget)")
-            break
-        measure(config, timing=False)
+    worker = functools.partial(parity_rows, args=args, copy_gbs=ctx.result["copy_bandwidth_GBps"])
+    processes = min(PARITY_PROCESSES, os.cpu_count() or 1)
+    for config, rows in parallel_ordered(worker, configs, processes, parity_end, ctx.clock):
+        record(config, rows)
+    ctx.note(f"parity of {len(done)} of {len(configs)} configurations in {processes} processes"
+             + ("" if len(done) == len(configs) else " (the rest: budget)"))
     for i, config in enumerate(configs):
         ctx.check_time(f"timing configuration {i + 1} of {len(configs)} (parity: {len(done)} of {len(configs)})")
-        measure(config, timing=True)
+        try:
+            rows = kb.measure_config(*config, args, ctx.result["copy_bandwidth_GBps"], refs, compiled_refs)
+        except Exception as e:  # noqa: BLE001 - one configuration's failure is its row
+            rows = error_rows(config, e)
+        record(config, rows)
         if i < 12 or i % 20 == 0:
-            ctx.note(kernel_line(config, done[config][0]))
+            ctx.note(kernel_line(config, rows[0]))
+
+
+def error_rows(config: tuple, e: BaseException) -> list[dict]:
+    _empty_cuda_cache()
+    kernel, dtype, B, S, C = config
+    return [{"kernel": kernel, "dtype": dtype, "B": B, "S": S, "C": C, "error": _error_line(e)}]
+
+
+def parity_rows(config: tuple, args, copy_gbs: float) -> list[dict]:
+    """One configuration's parity rows (a worker process's job); the kernel variant the timing
+    pass launches is compiled here too, into Triton's cache on disk, so that pass finds it."""
+    from benchmarks import kernels as kb
+
+    try:
+        rows = kb.measure_config(*config, args, copy_gbs, {}, {}, timing=False)
+        kernel, dtype, B, S, C = config
+        if "skipped" not in rows[0]:
+            import torch
+
+            from kernels.group_merge_triton import _group_merge
+            from kernels.prompt_inject_triton import _prompt_inject
+
+            inputs = kb.make_inputs(kernel, B, S, C, args.prompt_dim, args.width,
+                                    getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[dtype]),
+                                    args.seed)
+            (_group_merge if kernel == "group_merge" else _prompt_inject)(*inputs)
+        return rows
+    except Exception as e:  # noqa: BLE001 - the row carries it back to the stage
+        return error_rows(config, e)
+
+
+def parallel_ordered(fn, items: list, processes: int, deadline: float, clock=time.monotonic):
+    """(item, fn(item)) in the order of ``items``, computed by ``processes`` fresh processes,
+    until ``deadline``; then the workers still busy are stopped."""
+    import multiprocessing
+
+    pool = multiprocessing.get_context("spawn").Pool(processes)
+    try:
+        results = pool.imap(fn, items)
+        for item in items:
+            left = deadline - clock()
+            if left <= 0:
+                return
+            try:
+                yield item, results.next(timeout=min(left, 86400.0))
+            except multiprocessing.TimeoutError:
+                return
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def kernel_line(config: tuple, row: dict) -> str:
@@ -441,7 +494,7 @@ def gopt_config_rows(model: GoptModel, backend: str, precision: str, cuda_graph:
         agreement = latency.label_agreement(b, model.reference, model.frames)
         for batch in batches:
             check_time(f"{model.label} {backend} {precision}{' CUDA graph' if cuda_graph else ''} batch {batch}",
-                       COMPILE_S if backend == "compile" and batch == batches[0] else 0)
+                       COMPILE_S if backend == "compile" else 0)  # each new batch size compiles again
             row = {**base, "batch": batch, "device": b.device, "label_agreement": agreement}
             try:
                 measured = latency.bench_one(b, "compute-only", batch, model.frames, args)
@@ -724,6 +777,14 @@ def pytest_summary(output: str) -> str | None:
     return None
 
 
+def xdist_args() -> list[str]:
+    """Tests in parallel processes when pytest-xdist is there: the kernel tests spend most of
+    their time compiling kernel variants, one CPU core each."""
+    import importlib.util
+
+    return ["-n", str(min(8, os.cpu_count() or 1))] if importlib.util.find_spec("xdist") else []
+
+
 def gpu_tests(ctx) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     build = ctx.shared.get("native_build")
@@ -732,7 +793,7 @@ def gpu_tests(ctx) -> None:
     rows = ctx.rows()
     for i, (label, extra) in enumerate(PYTEST_SUITES):
         ctx.check_time(label)
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *xdist_args(), *extra]
         share = 1.0 if i == len(PYTEST_SUITES) - 1 else 0.4
         run = run_command(cmd, share * ctx.left(), env=env)
         row = {"suite": label, "command": " ".join(["python", *cmd[1:]]), "rc": run["rc"], "seconds": run["seconds"],

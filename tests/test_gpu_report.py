@@ -6,6 +6,7 @@ import ast
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -239,6 +240,12 @@ def test_kernel_parity_arithmetic_through_the_interpreter(monkeypatch):
     # the parity catches a wrong output: the reference against a perturbed copy of itself
     out = torch.ones(4, 4)
     assert kb.tolerance_ok(out, out, torch.float32)[0] and not kb.tolerance_ok(out * 1.001, out, torch.float32)[0]
+
+
+def test_parallel_ordered_keeps_the_order_and_stops_at_the_deadline():
+    got = list(gpu_stages.parallel_ordered(abs, [-3, -1, -2], 2, deadline=time.monotonic() + 120))
+    assert got == [(-3, 3), (-1, 1), (-2, 2)]
+    assert list(gpu_stages.parallel_ordered(abs, [-3, -1], 2, deadline=0.0)) == []
 
 
 def test_cmake_builds_only_the_gpus_own_target():
