@@ -117,7 +117,8 @@ STAGES = (
           (TORCH, CV2, need_gpu), "python benchmarks/streams.py MODEL --cameras N --duration-s S"),
     Stage("ort_trt", "ONNX Runtime CUDA and TensorRT", 0.04, stages.ort_trt, (need_gpu,),
           "python benchmarks/latency.py MODEL --backend onnxruntime|tensorrt ...",
-          lambda: [why for why in (stages.onnxruntime_cuda(), stages.tensorrt_installed()) if why]),
+          lambda: [why for why in (stages.onnxruntime_cuda(), stages.tensorrt_installed(), stages.export_missing())
+                   if why]),
     Stage("gpu_tests", "GPU tests", 0.12, stages.gpu_tests, (PYTEST, need_gpu),
           "python -m pytest -q -m gpu; python -m pytest -q tests/test_kernels.py"),
 )

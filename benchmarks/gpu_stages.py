@@ -674,6 +674,20 @@ def tensorrt_installed() -> str | None:
     return None
 
 
+EXPORT_PACKAGES = (("onnxscript", "onnxscript"), ("onnxslim", "onnxslim"), ("onnxconverter_common", "onnxconverter-common"))
+
+
+def export_missing() -> str | None:
+    """None when the ONNX export (which the ONNX Runtime and TensorRT rows start from) can run."""
+    import importlib.util
+
+    missing = [package for module, package in EXPORT_PACKAGES if importlib.util.find_spec(module) is None]
+    if missing:
+        return (f"not installed: {', '.join(missing)} (the ONNX export these rows start from needs "
+                "them; benchmarks/gpu_report.md says how to carry them)")
+    return None
+
+
 def ort_commands(ckpt: Path, work: Path) -> list[tuple[str, list[str]]]:
     py = sys.executable
     return [("ONNX Runtime CUDA: fp32, fp16, fp32 raw-frame input, INT8",
@@ -749,6 +763,10 @@ def ort_trt(ctx) -> None:
                      "status": trt_missing})
     if ort_missing and trt_missing:
         ctx.result.update(status="skipped", reason=f"{ort_missing}; {trt_missing}")
+        return
+    if export_missing():
+        rows.append({"what": "ONNX export", "status": export_missing()})
+        ctx.result.update(status="skipped", reason=export_missing())
         return
     ckpt = demo_checkpoints(ctx.shared, ("thermal",))["thermal"]
     work = Path(ctx.shared["work_dir"]) / "exports"
