@@ -70,7 +70,8 @@ def environment_md(stage: dict) -> list[str]:
             ["driver / CUDA (PyTorch)", f"{env.get('driver')} / {env.get('cuda')}"],
             ["clocks (SM, max SM, memory, power limit)", env.get("gpu_clocks")],
             ["nvcc", progs.get("nvcc")], ["CMake / Ninja", f"{progs.get('cmake')} / {progs.get('ninja')}"],
-            ["CPU", f"{env.get('cpu')} ({env.get('cpu_cores')} cores, load average {num(env.get('load_average_1min'), 1)})"],
+            ["CPU", f"{env.get('cpu')} ({env.get('cpu_cores')} cores, "
+                    f"load average {num(env.get('load_average_1min'), 1)})"],
             ["Python, platform", f"{env.get('python')}, {env.get('platform')}"]]
     rows += [[name, version] for name, version in libs.items()]
     commit = env.get("commit")

@@ -257,13 +257,13 @@ def error_rows(config: tuple, e: BaseException) -> list[dict]:
     return [{"kernel": kernel, "dtype": dtype, "B": B, "S": S, "C": C, "error": _error_line(e)}]
 
 
-def parity_rows(config: tuple, args, copy_gbs: float) -> list[dict]:
+def parity_rows(config: tuple, args, copy_gbs: float, device: str = "cuda") -> list[dict]:
     """One configuration's parity rows (a worker process's job); the kernel variant the timing
     pass launches is compiled here too, into Triton's cache on disk, so that pass finds it."""
     from benchmarks import kernels as kb
 
     try:
-        rows = kb.measure_config(*config, args, copy_gbs, {}, {}, timing=False)
+        rows = kb.measure_config(*config, args, copy_gbs, {}, {}, timing=False, device=device)
         kernel, dtype, B, S, C = config
         if "skipped" not in rows[0]:
             import torch
@@ -273,7 +273,7 @@ def parity_rows(config: tuple, args, copy_gbs: float) -> list[dict]:
 
             inputs = kb.make_inputs(kernel, B, S, C, args.prompt_dim, args.width,
                                     getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[dtype]),
-                                    args.seed)
+                                    args.seed, device)
             (_group_merge if kernel == "group_merge" else _prompt_inject)(*inputs)
         return rows
     except Exception as e:  # noqa: BLE001 - the row carries it back to the stage
@@ -343,8 +343,8 @@ def build_native(ctx, arch: str) -> Path:
         build["seconds"] += run["seconds"]
         if run["rc"] != 0:
             build["output_tail"] = tail(run["output"])
-            raise RuntimeError(f"{' '.join(cmd[:3])} failed (rc {run['rc']}{', timed out' if run['timed_out'] else ''}):"
-                               f" {(tail(run['output'], 1) or [''])[0]}")
+            why = f"rc {run['rc']}" + (", timed out" if run["timed_out"] else "")
+            raise RuntimeError(f"{' '.join(cmd[:3])} failed ({why}): {(tail(run['output'], 1) or [''])[0]}")
     manifest = NATIVE_BUILD / "aot" / "manifest.json"
     if manifest.is_file():
         import json
@@ -674,7 +674,8 @@ def tensorrt_installed() -> str | None:
     return None
 
 
-EXPORT_PACKAGES = (("onnxscript", "onnxscript"), ("onnxslim", "onnxslim"), ("onnxconverter_common", "onnxconverter-common"))
+EXPORT_PACKAGES = (("onnxscript", "onnxscript"), ("onnxslim", "onnxslim"),
+                   ("onnxconverter_common", "onnxconverter-common"))
 
 
 def export_missing() -> str | None:

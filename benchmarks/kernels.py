@@ -238,10 +238,11 @@ def baselines(no_compile: bool):
     return refs, ({} if no_compile else {k: compiled(v) for k, v in refs.items()})
 
 
-def measure_config(kernel, dname, B, S, C, args, copy_gbs, refs, compiled_refs, timing=True) -> list[dict]:
+def measure_config(kernel, dname, B, S, C, args, copy_gbs, refs, compiled_refs, timing=True,
+                   device=DEVICE) -> list[dict]:
     """The rows of one configuration: parity of the Triton kernel (each fp32 precision), then,
     with ``timing``, its median time against the eager and compiled references and its
-    bandwidth against ``copy_gbs``."""
+    bandwidth against ``copy_gbs``. Parity alone also runs on the CPU under the interpreter."""
     import torch
 
     from kernels.group_merge_triton import _group_merge, device_arch, group_merge_bytes
@@ -250,14 +251,14 @@ def measure_config(kernel, dname, B, S, C, args, copy_gbs, refs, compiled_refs, 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dname]
     d, D = args.prompt_dim, args.width
     elt = torch.tensor([], dtype=dtype).element_size()
-    if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+    if dtype == torch.bfloat16 and device == "cuda" and not torch.cuda.is_bf16_supported():
         return [{"kernel": kernel, "dtype": dname, "B": B, "S": S, "C": C, "skipped": "bf16 not supported on this GPU"}]
-    inputs = make_inputs(kernel, B, S, C, d, D, dtype, args.seed)
+    inputs = make_inputs(kernel, B, S, C, d, D, dtype, args.seed, device)
     base = {"kernel": kernel, "dtype": dname, "B": B, "S": S, "C": C, "d": d}
     if kernel == "cup_attention":
         nbytes = 2 * B * (S + C) * d * elt
     elif kernel == "group_merge":
-        nbytes = group_merge_bytes(B, S, C, d, elt, device_arch(DEVICE))
+        nbytes = group_merge_bytes(B, S, C, d, elt, device_arch(device))
     else:
         base["D"] = D
         nbytes = prompt_inject_bytes(B, S, C, d, D, elt)
@@ -307,7 +308,8 @@ def measure_config(kernel, dname, B, S, C, args, copy_gbs, refs, compiled_refs, 
                     row["meets_70pct_bw"] = row["frac_copy_bw"] >= BANDWIDTH_TARGET
         rows.append(row)
     del inputs
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return rows
 
 

@@ -248,6 +248,33 @@ def test_parallel_ordered_keeps_the_order_and_stops_at_the_deadline():
     assert list(gpu_stages.parallel_ordered(abs, [-3, -1], 2, deadline=0.0)) == []
 
 
+def test_parity_workers_through_the_interpreter():
+    """The kernel stage's parity pass as it runs (fresh worker processes, benchmarks/kernels.py's
+    measure_config without timing), on the CPU through the interpreter at tiny sizes."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs TRITON_INTERPRET=1 (set by conftest.py without a GPU)")
+    from kernels.group_merge_triton import interpreter_problem
+
+    if interpreter_problem():
+        pytest.skip(interpreter_problem())
+    import functools
+
+    from benchmarks import kernels as kb
+
+    args = kb.parse_args(["--prompt-dim", "16", "--width", "64"])
+    configs = [("group_merge", "fp16", 2, 40, 5), ("prompt_inject", "fp32", 1, 20, 3)]
+    worker = functools.partial(gpu_stages.parity_rows, args=args, copy_gbs=1.0, device="cpu")
+    got = dict(gpu_stages.parallel_ordered(worker, configs, 2, time.monotonic() + 300))
+    assert list(got) == configs
+    for config, rows in got.items():
+        (row,) = rows
+        assert row["parity"]["ok"] and row["ms"] is None and "error" not in row, row
+        assert (row["kernel"], row["dtype"], row["B"], row["S"], row["C"]) == config
+    md = "\n".join(gpu_report_output.kernels_md({"rows": [r for rows in got.values() for r in rows]}))
+    assert "| group_merge | fp16 | 2 | 40 | 5 | ok 100.00% | - |" in md
+
+
 def test_cmake_builds_only_the_gpus_own_target():
     configure, build = gpu_stages.cmake_commands("90a", Path("/b"), "/py", 16, ninja=True)
     assert configure[:7] == ["cmake", "-S", str(ROOT), "-B", "/b", "-G", "Ninja"]
