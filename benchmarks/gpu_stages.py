@@ -329,11 +329,23 @@ def cmake_commands(arch: str, build_dir: Path, python: str, jobs: int, ninja: bo
     return [configure, ["cmake", "--build", str(build_dir), "--parallel", str(jobs)]]
 
 
+def reusable_build(build_dir: Path, ninja: bool) -> bool:
+    """False when ``build_dir`` holds a CMake build of another source folder or generator."""
+    cache = build_dir / "CMakeCache.txt"
+    if not cache.is_file():
+        return True
+    text = cache.read_text(errors="replace")
+    home = re.search(r"^CMAKE_HOME_DIRECTORY:INTERNAL=(.*)$", text, re.MULTILINE)
+    generator = re.search(r"^CMAKE_GENERATOR:INTERNAL=(.*)$", text, re.MULTILINE)
+    return (home is not None and Path(home.group(1)) == ROOT and generator is not None
+            and (generator.group(1) == "Ninja") == ninja)
+
+
 def build_native(ctx, arch: str) -> Path:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     cmds = cmake_commands(arch, NATIVE_BUILD, sys.executable, os.cpu_count() or 1, bool(shutil.which("ninja")))
-    if not shutil.which("ninja") and (NATIVE_BUILD / "build.ninja").exists():
-        shutil.rmtree(NATIVE_BUILD)  # a build folder carried from a machine with Ninja
+    if not reusable_build(NATIVE_BUILD, bool(shutil.which("ninja"))):
+        shutil.rmtree(NATIVE_BUILD)  # carried from another checkout or made with another generator
     build = {"commands": [" ".join(c) for c in cmds]}
     ctx.result["build"] = build
     for cmd in cmds:
