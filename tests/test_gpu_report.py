@@ -355,6 +355,77 @@ def test_streams_on_the_cpu_with_the_tiny_model(tiny_checkpoint):
     assert md.count("| 2 | batched |") == 2 and "| 1 | sequential | 0 |" in md
 
 
+def test_kernel_stage_checks_parity_first_then_times_in_order(monkeypatch):
+    """The stage's control flow with benchmarks/kernels.py's measuring replaced by stand-ins
+    (1 s of a fake clock per timed configuration): parity for all, timing until the deadline."""
+    from benchmarks import kernels as kb
+
+    clock = Clock()
+    calls = []
+
+    def fake_measure(kernel, dname, B, S, C, args, copy_gbs, refs, compiled_refs, timing=True, device="cuda"):
+        calls.append(((kernel, dname, B, S, C), timing))
+        if timing:
+            clock.t += 1.0
+        return [{"kernel": kernel, "dtype": dname, "B": B, "S": S, "C": C, "impl": "triton",
+                 "parity": {"ok": True, "assignment_agreement": 1.0}, "ms": 0.1 if timing else None}]
+
+    monkeypatch.setattr(kb, "copy_bandwidth", lambda args: 1000.0)
+    monkeypatch.setattr(kb, "baselines", lambda no_compile: ({}, {}))
+    monkeypatch.setattr(kb, "measure_config", fake_measure)
+    monkeypatch.setattr(gpu_stages, "compile_timed_variant", lambda config, args, device: None)
+    monkeypatch.setattr(gpu_stages, "parallel_ordered",
+                        lambda fn, items, processes, deadline, clock: ((i, fn(i)) for i in items))
+    ctx = Context(deadline=clock.t + 10.5, result={}, shared={}, save=lambda: None, out_dir=Path("."), clock=clock)
+    with pytest.raises(OutOfTime, match="budget spent before timing configuration 12 of 162 .parity: 162 of 162."):
+        gpu_stages.kernels(ctx)
+    configs = gpu_stages.kernel_configs()
+    assert [c for c, timing in calls if not timing] == configs
+    assert [c for c, timing in calls if timing] == configs[:11]
+    rows = ctx.result["rows"]
+    assert len(rows) == 162 and [r["ms"] for r in rows[:12]] == [0.1] * 11 + [None]
+    assert ctx.result["summary"][0] == "parity: 162/162 configurations within tolerance"
+
+
+def test_gopt_stage_skips_a_compile_that_does_not_fit_and_goes_on(monkeypatch, tmp_path):
+    clock = Clock()
+    order = []
+
+    class Model:
+        def __init__(self, path, label, work_dir):
+            self.label = label
+
+    def fake_rows(model, backend, precision, graph, batches, check_time, rows):
+        check_time(f"{model.label} {backend}", gpu_stages.COMPILE_S if backend == "compile" else 0)
+        order.append((model.label, backend, precision, graph))
+        rows += [{"model": model.label, "backend": backend, "precision": precision, "cuda_graph": graph,
+                  "batch": b, "status": "unavailable: stand-in"} for b in batches]
+        clock.t += 1.0
+        return rows
+
+    def fake_simcmf(state, precision, compiled, check_time):
+        check_time("SimCMF", gpu_stages.COMPILE_S if compiled else 0)
+        order.append(("SimCMF", precision, compiled))
+        return [{"model": "SimCMF", "backend": "torch", "precision": precision, "status": "unavailable: stand-in"}]
+
+    monkeypatch.setattr(gpu_stages, "demo_checkpoints", lambda shared, *a: {"thermal": "t.pt", "depth": "d.pt"})
+    monkeypatch.setattr(gpu_stages, "GoptModel", Model)
+    monkeypatch.setattr(gpu_stages, "latency_args", lambda path, work: None)
+    monkeypatch.setattr(gpu_stages, "gopt_config_rows", fake_rows)
+    monkeypatch.setattr(gpu_stages, "simcmf_rows", fake_simcmf)
+    ctx = Context(deadline=clock.t + 30, result={}, shared={"work_dir": str(tmp_path)}, save=lambda: None,
+                  out_dir=tmp_path, clock=clock)
+    gpu_stages.gopt(ctx)
+    assert [o[1] for o in order if o[0] == "GoPT-B RGB-T"] == ["torch", "triton", "torch", "triton", "torch",
+                                                                "triton", "triton", "torch"]
+    assert ("SimCMF", "bf16", True) not in order and ("SimCMF", "fp32", False) in order
+    assert not any(o[1] == "compile" for o in order)  # 60 s needed, at most 30 left
+    assert sum(o[0] == "GoPT-B RGB-D" for o in order) == 8
+    skipped = [n for n in ctx.result["notes"] if n.startswith("skipped:")]
+    assert len(skipped) == 3 and all("needs about 60 s" in n for n in skipped)
+    assert len(ctx.result["rows"]) == 16 * 3 + 2
+
+
 def test_stream_seconds_fit_the_time_left():
     assert gpu_stages.stream_seconds(1000) == gpu_stages.STREAM_SECONDS[1]
     assert gpu_stages.stream_seconds(10) == gpu_stages.STREAM_SECONDS[0]
