@@ -426,6 +426,65 @@ def test_gopt_stage_skips_a_compile_that_does_not_fit_and_goes_on(monkeypatch, t
     assert len(ctx.result["rows"]) == 16 * 3 + 2
 
 
+def test_native_stage_flow(monkeypatch, tmp_path):
+    import kernels.native
+
+    def ctx_for(env):
+        return Context(deadline=time.monotonic() + 60, result={}, shared={"environment": env}, save=lambda: None,
+                       out_dir=tmp_path)
+
+    ctx = ctx_for({"gpu": {"arch": None, "arch_problem": "the fused kernels need compute capability >= 8.0"}})
+    gpu_stages.native(ctx)
+    assert ctx.result == {"status": "skipped", "reason": "the fused kernels need compute capability >= 8.0"}
+    monkeypatch.setattr(gpu_stages, "build_native", lambda ctx, arch: tmp_path / f"lib_{arch}.so")
+    monkeypatch.setattr(kernels.native, "NativeKernels", lambda path: path)
+    monkeypatch.setattr(gpu_stages, "native_parity", lambda lib, dname, C: [{"lib": lib.name, "dtype": dname, "C": C}])
+    monkeypatch.setattr(gpu_stages, "launch_overhead", lambda lib: [{"lib": lib.name}])
+    ctx = ctx_for({"gpu": {"arch": "90a"}})
+    gpu_stages.native(ctx)
+    assert [(r["dtype"], r["C"]) for r in ctx.result["parity"]] == [(d, c) for d in ("fp16", "bf16", "fp32")
+                                                                    for c in (9, 150)]
+    assert ctx.result["launch_overhead"] == [{"lib": "lib_90a.so"}]
+    assert ctx.shared["native_build"] == gpu_stages.NATIVE_BUILD
+
+
+def test_gpu_tests_stage_flow(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_run(cmd, timeout_s, env=None, cwd=None):
+        seen.append((cmd, env.get("GOPT_BUILD_DIR"), "TRITON_INTERPRET" in env))
+        out = "1 failed, 5 passed in 3.0s" if "-m" in cmd[3:] else "=== 55 passed in 40.1s ==="
+        return {"command": " ".join(cmd), "rc": 1 if "failed" in out else 0, "timed_out": False, "seconds": 3.0,
+                "output": "F....\n" + out}
+
+    monkeypatch.setattr(gpu_stages, "run_command", fake_run)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    ctx = Context(deadline=time.monotonic() + 60, result={}, shared={"native_build": tmp_path}, save=lambda: None,
+                  out_dir=tmp_path)
+    gpu_stages.gpu_tests(ctx)
+    assert [r["summary"] for r in ctx.result["rows"]] == ["1 failed, 5 passed in 3.0s", "55 passed in 40.1s"]
+    assert ctx.result["rows"][0]["output_tail"][-1] == "1 failed, 5 passed in 3.0s"
+    assert "output_tail" not in ctx.result["rows"][1]
+    assert all(build == str(tmp_path) and not interpret for _, build, interpret in seen)
+    assert seen[1][0][-1] == "tests/test_kernels.py" and "-m" not in seen[1][0][3:]
+
+
+def test_streams_stage_flow(monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu_stages, "demo_checkpoints", lambda shared, *a: {"thermal": tmp_path / "t.pt"})
+    cam = {"camera": 0, "fps": 30.0, "latency_ms": {"p50": 20.0}, "drop_rate": 0.0}
+
+    def fake_runs(path, cameras, duration_s, check_time, on_result):
+        for n in cameras:
+            check_time(f"{n} camera pairs")
+            on_result(n, {"runs": [{"config": "batched", "cameras": [cam] * n}]})
+
+    monkeypatch.setattr(gpu_stages, "stream_runs", fake_runs)
+    ctx = Context(deadline=time.monotonic() + 100, result={}, shared={}, save=lambda: None, out_dir=tmp_path)
+    gpu_stages.streams(ctx)
+    assert sorted(ctx.result["results"]) == ["1", "2", "4"] and 2 <= ctx.result["duration_s"] <= 10
+    assert len(ctx.result["notes"]) == 1 + 2 + 4
+
+
 def test_stream_seconds_fit_the_time_left():
     assert gpu_stages.stream_seconds(1000) == gpu_stages.STREAM_SECONDS[1]
     assert gpu_stages.stream_seconds(10) == gpu_stages.STREAM_SECONDS[0]
