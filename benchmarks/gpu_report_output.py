@@ -7,6 +7,8 @@ partial stage; a table that cannot be formatted says so in its place.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,9 +16,19 @@ from pathlib import Path
 PLOTS = {"kernels": "kernels.png", "gopt": "gopt.png", "streams": "streams.png"}
 
 
-def write(report: dict, out_dir: Path, plots: bool = True) -> None:
-    from runtime.files import write_text_atomic
+@functools.cache
+def files():
+    """runtime/files.py alone: the report is written even where the runtime package's own
+    imports (OpenCV) fail."""
+    path = Path(__file__).resolve().parents[1] / "runtime" / "files.py"
+    spec = importlib.util.spec_from_file_location("gpu_report_files", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
+
+def write(report: dict, out_dir: Path, plots: bool = True) -> None:
+    write_text_atomic = files().write_text_atomic
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if plots:
@@ -255,10 +267,13 @@ def _figure(ncols: int, width: float = 6.5):
 
 
 def _save(fig, path: Path) -> bool:
-    from runtime.files import write_figure_atomic
+    import matplotlib.pyplot as plt
 
-    fig.tight_layout()
-    write_figure_atomic(path, fig, dpi=100)
+    try:
+        fig.tight_layout()
+        files().write_figure_atomic(path, fig, dpi=100)
+    finally:
+        plt.close(fig)
     return True
 
 
