@@ -47,7 +47,8 @@ H, W, K = 8, 12, 3
 
 def gopt_info(batch="batch", precision="fp32") -> ModelInfo:
     cfg = dict(img_size=[H, W], num_classes=K, aux_channels=1, embed_dim=8, depth=1, modality="thermal",
-               class_names=["road", "car", "person"])
+               class_names=["road", "car", "person"], rgb_mean=[0.485, 0.456, 0.406], rgb_std=[0.229, 0.224, 0.225],
+               aux_mean=[0.5], aux_std=[0.25])
     return gopt_model_info(cfg, batch, precision, versions={"onnx": onnx.__version__})
 
 
