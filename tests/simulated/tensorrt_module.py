@@ -177,7 +177,7 @@ def make_tensorrt(version: str, cuda: SimulatedCuda, libraries: PluginLibraries 
 
         def log(self, severity, msg):
             if int(severity) <= int(self.min_severity):
-                print(f"[simulated TensorRT {full_version}] [{'FEWIV'[int(severity)]}] {msg}", file=sys.stderr)
+                print(f"[simulated TensorRT {version}] [{'FEWIV'[int(severity)]}] {msg}", file=sys.stderr)
 
     def error(logger, msg):
         logger.log(Logger.ERROR, msg)
