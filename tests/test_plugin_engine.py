@@ -138,3 +138,18 @@ def test_another_build_of_the_library_in_the_same_process_is_a_clear_error(trt_e
     assert run([str(fused_onnx), "--plugins", str(second), "-o", str(tmp_path / "b.engine")]) == 1
     err = capsys.readouterr().err
     assert f"{first} is already loaded in this process" in err, err
+
+
+def test_a_library_without_the_graphs_plugins_fails_in_the_parser(trt_env, fused_onnx, tmp_path, capsys):
+    """TensorRT's parser names each node it has no plugin for; exit status 1."""
+    if not trt_env.simulated:
+        pytest.skip("needs a plugin library without the GoPT plugins")
+    library = tmp_path / plugin_ops.PLUGIN_LIBRARY
+    library.write_bytes(b"a library of other plugins")
+    trt_env.libraries.declare(library, [("SomethingElse", "1", "gopt")])
+    assert run([str(fused_onnx), "--plugins", str(library), "-o", str(tmp_path / "m.engine")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"error: TensorRT cannot parse {fused_onnx}"
+    nodes = [line for line in err if line.startswith("error: ") and "GoptGroupMerge" in line]
+    assert nodes and all(" (node " in line and "op GoptGroupMerge)" in line for line in nodes)
+    assert not (tmp_path / "m.engine").exists()

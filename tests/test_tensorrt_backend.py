@@ -14,7 +14,7 @@ import pytest
 
 from runtime import Segmenter
 from runtime.metadata import ModelFileError
-from runtime.trt_backend import TensorRTBackend, cuda_device, import_cudart, read_sidecar, sidecar_path
+from runtime.trt_backend import BackendUnavailable, TensorRTBackend, cuda_device, import_cudart, read_sidecar
 from simulated.environment import install, trt_env  # noqa: F401  (the fixture)
 from test_tensorrt import H, W, build_engine, tiny_gopt_onnx
 
@@ -160,3 +160,42 @@ def test_runtime_found_under_the_cuda_python_11_name(trt_env, tmp_path, monkeypa
     with TensorRTBackend(engine) as backend:
         x = feeds(np.random.default_rng(0), 1)
         assert backend.infer(x)["labels"].shape == (1, H, W)
+
+
+def test_fixed_shape_engine(trt_env, tmp_path):
+    """A model of fixed shapes: no optimisation profile, a CUDA graph from the second call on."""
+    model = tiny_gopt_onnx(tmp_path / "fixed.onnx", batch=1)
+    engine = build_engine(model, tmp_path / "fixed.engine")
+    if trt_env.simulated:
+        assert trt_env.engine_data(engine).profiles == [{}]
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(2)
+    with TensorRTBackend(engine) as backend:
+        assert backend.max_batch is None and backend.min_batch is None
+        for call in range(3):
+            x = feeds(rng, 1)
+            assert (backend.infer(x)["labels"] == session.run(["labels"], x)[0]).all()
+            assert (backend.graph is not None) == (call > 0)
+
+
+def test_what_is_missing_on_a_machine_with_tensorrt(trt_env, tmp_path, monkeypatch, capsys):
+    """TensorRT without a GPU, a GPU index this machine lacks, a TensorRT outside 10.3-11.x:
+    one-line errors (exit status 2 from the builder)."""
+    if not trt_env.simulated:
+        pytest.skip("changes the simulated machine")
+    model = tiny_gopt_onnx(tmp_path / "tiny.onnx")
+    engine = build_engine(model, tmp_path / "tiny.engine")
+    with pytest.raises(ValueError, match=r"device cuda:1 asked for, but this machine has 1 CUDA GPU\(s\)"):
+        TensorRTBackend(engine, device="cuda:1")
+    monkeypatch.setattr(trt_env.cuda, "devices", 0)
+    from export.tensorrt import run
+    capsys.readouterr()
+    assert run([str(model), "-o", str(tmp_path / "again.engine")]) == 2
+    assert capsys.readouterr().err == "error: no CUDA GPU found\n"
+    with pytest.raises(BackendUnavailable, match="no CUDA GPU found"):
+        TensorRTBackend(engine)
+    monkeypatch.setattr(trt_env.trt, "__version__", "12.0.0")
+    with pytest.raises(BackendUnavailable, match=r"TensorRT 12.0.0 is installed; this project builds and runs "
+                                                 r"TensorRT 10.3 to 11.x engines"):
+        TensorRTBackend(engine)
+    assert trt_env.cuda.live() == []
