@@ -4,6 +4,7 @@ has; copies and executions that complete only when the host waits; stream captur
 without running and graphs that replay; the calls CUDA forbids during a capture; memory errors
 as errors; TensorRT's shape, address, engine and plugin checks. No GPU is involved."""
 import ctypes
+import re
 import threading
 
 import numpy as np
@@ -277,3 +278,17 @@ def test_plugin_libraries_and_plugin_nodes(version, tmp_path):
     assert registry.load_library(str(library)) is not None
     assert registry.load_library(str(library)) is None  # its plugins are registered already
     assert trt.OnnxParser(trt.Builder(trt.Logger()).create_network(), trt.Logger()).parse_from_file(str(model))
+
+
+def test_the_gpu_run_says_what_is_missing():
+    """The real-TensorRT run of every TensorRT test skips with what this machine lacks."""
+    from runtime.trt_backend import BackendUnavailable, cuda_device, import_cudart, import_tensorrt
+    from simulated.environment import real_or_skip
+    try:
+        import_tensorrt()
+        cuda_device(import_cudart(), 0)
+    except (BackendUnavailable, RuntimeError) as e:
+        with pytest.raises(pytest.skip.Exception, match=re.escape(f"needs TensorRT 10.3-11.x and a CUDA GPU: {e}")):
+            real_or_skip()
+    else:
+        assert not real_or_skip().simulated

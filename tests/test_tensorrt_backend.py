@@ -3,7 +3,6 @@ profile, several threads on one backend, a CUDA graph TensorRT cannot capture, t
 against the device, timing caches from elsewhere, and what the builder puts in the engine.
 Each test runs on the simulated TensorRT 10.3 / 10.16 / 11.1 and CUDA runtime (tests/simulated:
 host code only, no GPU) and on TensorRT with a CUDA GPU where both are installed."""
-import json
 import os
 import threading
 

@@ -1,7 +1,7 @@
 """The ``trt_env`` fixture: a test of the TensorRT path runs once per simulated TensorRT version
-(ids ``simulated-trt10.3``, ``simulated-trt10.16``, ``simulated-trt11.1``) and once on the real
-TensorRT with a CUDA GPU (id ``gpu-tensorrt``), which is skipped, saying what is missing, on a
-machine without them.
+(ids ``simulated-trt10.3``, ``simulated-trt10.16``, ``simulated-trt11.1``) and, where TensorRT is
+installed, once on it with a CUDA GPU (id ``gpu-tensorrt``; skipped, saying what is missing,
+without a GPU).
 
 The simulated runs put the stand-ins where the product imports them from (``sys.modules``:
 ``tensorrt``, ``cuda.bindings.runtime``) and run the product code unchanged. Each run records
@@ -11,6 +11,7 @@ and fails if queued work touched memory outside the live allocations.
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.util
 import re
 import sys
 import types
@@ -94,8 +95,13 @@ def real_or_skip() -> TrtEnv:
     return TrtEnv("gpu-tensorrt", False, trt)
 
 
-@pytest.fixture(params=[*SIMULATED_VERSIONS, "gpu"],
-                ids=[*(f"simulated-trt{v}" for v in SIMULATED_VERSIONS), "gpu-tensorrt"])
+# The real TensorRT where it is installed (skipped, saying why, without a GPU); where it is not,
+# the summary line of tests/conftest.py says that no test ran on a GPU.
+REAL = ["gpu"] if importlib.util.find_spec("tensorrt") is not None else []
+
+
+@pytest.fixture(params=[*SIMULATED_VERSIONS, *REAL],
+                ids=[*(f"simulated-trt{v}" for v in SIMULATED_VERSIONS), *(["gpu-tensorrt"] if REAL else [])])
 def trt_env(request, monkeypatch):
     env = real_or_skip() if request.param == "gpu" else install(monkeypatch, request.param)
     request.node.user_properties.append(("ran_on", env.ran_on))
