@@ -6,9 +6,10 @@ makes, as documented, on one simulated device whose memory is host memory.
   shows. Every access is checked against the live allocations: a pointer outside them, or a
   range running past one, is an error, never a stray read or write.
 - ``cudaMemcpyAsync`` and TensorRT's ``execute_async_v3`` only queue work on the stream. The
-  queue runs, in order, when the host waits: ``cudaStreamSynchronize``, or ``cudaFree`` /
-  ``cudaFreeHost`` (which synchronise the device, CUDA Programming Guide, stream-ordered
-  allocation) or ``cudaStreamDestroy`` (queued work still completes). Until then the host
+  queue runs, in order, when the host waits: ``cudaStreamSynchronize``, ``cudaFree`` (which
+  synchronises the device: CUDA Programming Guide, stream-ordered memory allocator),
+  ``cudaFreeHost`` (taken to do the same: CUDA documents no asynchronous free of pinned
+  memory) or ``cudaStreamDestroy`` (queued work still completes). Until then the host
   memory a queued copy writes holds 0xFF bytes (its content is undefined until the copy
   completes), and host memory a queued copy reads must not change (``SimulationError``).
 - Work that faults when it runs (an address freed since it was queued) sets the sticky
