@@ -3,6 +3,7 @@ profile, several threads on one backend, a CUDA graph TensorRT cannot capture, t
 against the device, timing caches from elsewhere, and what the builder puts in the engine.
 Each test runs on the simulated TensorRT 10.3 / 10.16 / 11.1 and CUDA runtime (tests/simulated:
 host code only, no GPU) and on TensorRT with a CUDA GPU where both are installed."""
+import json
 import os
 import threading
 
@@ -13,7 +14,8 @@ import pytest
 
 from runtime import Segmenter
 from runtime.metadata import ModelFileError
-from runtime.trt_backend import BackendUnavailable, TensorRTBackend, cuda_device, import_cudart, read_sidecar
+from runtime.trt_backend import (BackendUnavailable, TensorRTBackend, cuda_device, import_cudart, read_sidecar,
+                                 sidecar_path)
 from simulated.environment import install, trt_env  # noqa: F401  (the fixture)
 from test_tensorrt import H, W, build_engine, tiny_gopt_onnx
 
@@ -198,3 +200,23 @@ def test_what_is_missing_on_a_machine_with_tensorrt(trt_env, tmp_path, monkeypat
                                                  r"TensorRT 10.3 to 11.x engines"):
         TensorRTBackend(engine)
     assert trt_env.cuda.live() == []
+
+
+def test_a_shape_tensorrt_refuses_is_a_clear_error(trt_env, tmp_path):
+    """A sidecar edited to promise more than its engine: TensorRT refuses the shape, the call
+    fails with one line, and the backend goes on with shapes the engine takes."""
+    model = tiny_gopt_onnx(tmp_path / "tiny.onnx")
+    engine = build_engine(model, tmp_path / "tiny.engine", "--max-batch", 2)
+    path = sidecar_path(engine)
+    d = json.loads(path.read_text())
+    for profile in d["profiles"].values():
+        profile["max"][0] = 4
+    path.write_text(json.dumps(d))
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(4)
+    with TensorRTBackend(engine) as backend:
+        with pytest.raises(ValueError, match=r"TensorRT refuses shape \[3, 3, 8, 12\] for input 'rgb'"):
+            backend.infer(feeds(rng, 3))
+        for batch in (2, 2, 1):
+            x = feeds(rng, batch)
+            assert (backend.infer(x)["labels"] == session.run(["labels"], x)[0]).all()
