@@ -5,6 +5,7 @@ Each test runs on the simulated TensorRT 10.3 / 10.16 / 11.1 and CUDA runtime (t
 host code only, no GPU) and on TensorRT with a CUDA GPU where both are installed."""
 import json
 import os
+import sys
 import threading
 
 import cv2
@@ -69,10 +70,15 @@ def test_threads_share_one_backend(trt_env, tmp_path):
             except Exception as e:  # noqa: BLE001: reported below
                 errors.append(f"thread {seed}: {type(e).__name__}: {e}")
         threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads often: unserialised calls would interleave
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(interval)
     assert errors == []
 
 
