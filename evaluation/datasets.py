@@ -304,9 +304,14 @@ def grey(img: np.ndarray) -> np.ndarray:
     return img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img
 
 
+def _sources(item: Item) -> tuple:
+    """The item's files as FOLDER/NAME (several folders hold files of one name)."""
+    return tuple(f"{p.parent.name}/{p.name}" for p in dict.fromkeys(item.paths.values()))
+
+
 def _frame(item: Item, read: Callable[[], tuple]) -> Iterator[Sample | Skipped]:
     """One Sample from ``read() -> (rgb, aux, labels)``, or Skipped with the reason."""
-    sources = tuple(p.name for p in item.paths.values())
+    sources = _sources(item)
     try:
         rgb, aux, labels = read()
         if rgb.shape[:2] != labels.shape:
@@ -524,7 +529,7 @@ def _whu_os(root: Path, split: str, modality: str) -> LabelledFrames:
                           "labels": lbl[n]}) for n in names]
 
         def read(item):
-            sources = tuple(p.name for p in item.paths.values())
+            sources = _sources(item)
             try:
                 optical, sar_img, labels = _whu_images(item)
             except (ValueError, OSError, cv2.error) as e:

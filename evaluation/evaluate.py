@@ -35,7 +35,7 @@ UPSAMPLE = ("labels", "logits")
 NOTE_EVERY_S = 5.0
 
 
-@dataclass
+@dataclass(eq=False)
 class Entry:
     """One model (file, backend, precision) under evaluation, and what it scored."""
 
