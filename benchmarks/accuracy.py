@@ -171,8 +171,8 @@ def _norm(name: str) -> str:
 
 # ---- report -------------------------------------------------------------------------------------
 
-def pct(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}"
+def pct(x, digits: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.{digits}f}"
 
 
 def table(results: list[dict], dataset: str) -> list[str]:
@@ -188,7 +188,7 @@ def table(results: list[dict], dataset: str) -> list[str]:
         if sar:
             row += [pct(r["average_accuracy"]), "-" if r["kappa"] is None else f"{r['kappa']:.4f}"]
         change = r.get("mean_iou_change")
-        row += [pct(r.get("label_agreement")), "-" if change is None else f"{100 * change:+.2f}"]
+        row += [pct(r.get("label_agreement"), 4), "-" if change is None else f"{100 * change:+.2f}"]
         rows.append(row)
     widths = [max(len(h), *(len(x[i]) for x in rows)) for i, h in enumerate(head)] if rows else [len(h) for h in head]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
@@ -241,7 +241,7 @@ def plot(results: list[dict], classes: tuple, path: Path) -> None:
     for ax in axes[0][len(ok):]:
         ax.axis("off")
     fig.tight_layout()
-    write_figure_atomic(path, fig, dpi=110)
+    write_figure_atomic(path, fig, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
