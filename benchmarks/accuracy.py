@@ -24,7 +24,7 @@ its mean IoU change. For WHU-OPT-SAR (RGB-SAR) the table adds the average accura
 Cohen's kappa that the remote-sensing literature reports beside the overall (pixel) accuracy.
 
 Exit status: 0 evaluated, 1 no model could be evaluated on any frame, 2 bad arguments,
-model files or data set layout (one line on stderr).
+model files or data set layout (one line on stderr), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -326,7 +326,11 @@ def run(argv=None) -> int:
     with progress(f"evaluating {sum(e.segmenter is not None for e in entries)} model(s)"
                   + (" and the PyTorch fp32 reference" if reference and not any(
                       e.segmenter is reference.segmenter for e in entries) else "")):
-        records = evaluate(entries, frames, reference, args.upsample, args.limit, progress)
+        try:
+            records = evaluate(entries, frames, reference, args.upsample, args.limit, progress)
+        except KeyboardInterrupt:
+            print("\ninterrupted: no report (the counts so far cover part of the split)", file=sys.stderr)
+            return 130
     results = [e.summary(frames.classes, reference) for e in entries]
     evaluated = sum(r["status"] == "evaluated" for r in records)
     print()
