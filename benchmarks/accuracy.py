@@ -14,7 +14,7 @@ checks, resizing to the model's input and normalisation.
 The data set's ground-truth labels are the reference for IoU and accuracy; they are never
 resampled. Predictions are brought to the labels' resolution: the model's label map resized
 with nearest neighbour (``--upsample labels``, what ``Segmenter.run`` returns), or its logits
-resized bilinearly and then the argmax (``--upsample logits``, as the GoPT / mmsegmentation
+resized bilinearly and then the argmax (``--upsample logits``, as mmsegmentation-based
 evaluations do). Pixels the data set marks as unlabelled (its ignore label) are not counted;
 ``evaluation/datasets.py`` documents each layout, class list and ignore label with its source.
 

@@ -13,7 +13,7 @@ labelled pixel counts once and no label is resampled:
 - ``upsample="labels"`` (default): the model's label map resized with nearest neighbour,
   exactly the map ``Segmenter.run`` returns;
 - ``upsample="logits"``: the logits resized bilinearly (half-pixel centres), then the
-  argmax, as the GoPT / mmsegmentation evaluations compute it (costs K x H x W floats a frame).
+  argmax, as mmsegmentation-based evaluations compute it (costs K x H x W floats a frame).
 
 Label agreement counts every pixel of the frame (labelled or not): it compares two models,
 not a model with the ground truth. A frame that a model cannot segment is recorded with the
