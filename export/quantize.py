@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from evaluation.datasets import FORMATS
 from runtime.files import atomic_path
 from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info
 from . import graph
@@ -407,8 +408,6 @@ def parse_args(argv):
                     help="at most N calibration frames (default 64)")
     ap.add_argument("-o", "--output", type=Path, help="output path (default MODEL.int8.onnx / MODEL.fp8.onnx)")
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with the fp32 model")
-    from evaluation.datasets import FORMATS
-
     ap.add_argument("--eval", type=Path, metavar="DIR",
                     help="the check also compares the mean IoU of the two models on this labelled data set "
                          "(the layouts of python -m benchmarks.accuracy)")
