@@ -320,7 +320,10 @@ def run(argv=None) -> int:
     spec = frames.spec
     print(f"{spec.title}, {frames.layout}: split {frames.split}, {len(frames)} "
           f"{'images' if spec.name == 'whu-os' and 'tiles' in frames.layout else 'frames'}; "
-          f"not counted: {spec.ignored}; predictions at the labels' resolution ({args.upsample} resized)")
+          f"not counted: {spec.ignored}")
+    how = "label maps nearest-neighbour" if args.upsample == "labels" else "logits bilinear, then argmax"
+    print(f"frames resized to each model's input as deployed; predictions resized back to the labels' resolution "
+          f"({how}); labels never resampled")
     for line in notes + [f"note: {n}" for n in frames.notes]:
         print(line if line.startswith("note:") else f"note: {line}")
     with progress(f"evaluating {sum(e.segmenter is not None for e in entries)} model(s)"
