@@ -20,3 +20,17 @@ def tiny_gopt_models(tmp_path_factory):
     from factories import export_tiny_gopts
 
     return export_tiny_gopts(tmp_path_factory.mktemp("tiny_gopts"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say what ran on the simulated GPU, so that no one mistakes it for a GPU run."""
+    import sys
+
+    sim = sys.modules.get("simulated_gpu")
+    if sim is None or not sim.SUMMARY["cases"]:
+        return
+    s = sim.SUMMARY
+    errors = ", ".join(f"{k} {v:.3g}" for k, v in sorted(s["max_error"].items()))
+    terminalreporter.write_line(
+        f"simulated GPU (tests/simgpu, no GPU used): {s['cases']} cases, {s['launches']} kernel launches run by the "
+        f"Triton interpreter; max |error| against the PyTorch reference: {errors or 'none measured'}")

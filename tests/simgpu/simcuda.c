@@ -66,7 +66,7 @@ typedef struct sim_stream {
     int alive;
 } sim_stream;
 
-enum { MAX_CONTEXTS = 16, MAX_FAILURES = 16, DEFAULT_SHARED = 48 * 1024 };
+enum { MAX_CONTEXTS = 256, MAX_FAILURES = 16, DEFAULT_SHARED = 48 * 1024 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_initialised;
@@ -340,7 +340,10 @@ static size_t check_cubin(const unsigned char *img, CUresult *r) {
         return 0;
     }
     *r = CUDA_SUCCESS;
-    return (size_t)(read_u64(img + 40) + (uint64_t)read_u16(img + 60) * read_u16(img + 58)); /* e_shoff + sections */
+    /* the end of the section or the program header table, whichever is last */
+    uint64_t sections = read_u64(img + 40) + (uint64_t)read_u16(img + 60) * read_u16(img + 58);
+    uint64_t segments = read_u64(img + 32) + (uint64_t)read_u16(img + 56) * read_u16(img + 54);
+    return (size_t)(sections > segments ? sections : segments);
 }
 
 /* NUL-terminated PTX this driver can compile for this device: its size with the NUL. */
