@@ -274,6 +274,39 @@ class Device:
         return buf.view(dtype, ((buf.nbytes - offset) // elt,), (1,), offset // elt)
 
 
+# ---- which build the documented rules pick -------------------------------------------------------
+
+def ptx_arch() -> str:
+    """The target whose PTX the library embeds (the generated table's --ptx-arch)."""
+    table = (BUILD / "generated" / "gopt_variants.c").read_text()
+    return re.search(r"--ptx-arch=(\S*);", table).group(1)
+
+
+def expected_image(kernel, dtype, c_pad, fused, cc, d=32):
+    """(arch, is_ptx) of the build a device of capability ``cc`` (86 = 8.6) runs, or None: the
+    device's own cubin; sm_86 -> sm_80 and sm_89 -> sm_86, sm_80 cubins (never an "a" build);
+    then PTX at or below the device's capability. ``fused``: the merge's FUSED_EPILOGUE, None
+    for the other kernels."""
+    builds = [b for b in device().builds if b["kernel"] == kernel and b["dtype"] == dtype
+              and b["constexprs"]["C_PAD"] == c_pad and b["constexprs"]["DP"] == d
+              and b["constexprs"].get("FUSED_EPILOGUE", fused) == fused]
+    for cap in [cc] + {86: [80], 89: [86, 80]}.get(cc, []):
+        for b in builds:
+            if b["capability"] == cap and (cap == cc or not b["arch"].endswith("a")):
+                return b["arch"], False
+    for b in builds:
+        if b["arch"] == ptx_arch() and b["capability"] <= cc:
+            return b["arch"], True
+    return None
+
+
+def runs(kernel, dtype, c_pad, cc, d=32) -> bool:
+    """Every build ``kernel`` may launch (any B and S) has an image for capability ``cc``."""
+    kinds = [("group_merge", True), ("group_merge", False), ("group_merge_epilogue", None)] \
+        if kernel == "group_merge" else [(kernel, None)]
+    return all(expected_image(k, dtype, c_pad, fused, cc, d) for k, fused in kinds)
+
+
 # ---- one device per process -----------------------------------------------------------------------
 
 _device: Device | None = None

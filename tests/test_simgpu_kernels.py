@@ -239,35 +239,16 @@ def test_simulated_empty_inputs_agree_with_the_python_dispatch(dev, lib):
     assert native.group_merge_args(a, c, w, out).a is None  # the empty a' goes as NULL
     assert run_merge(lib, dev, a, c, w, out) == OK, last_error(lib)
     assert torch.equal(out, c + w[-1])  # every group empty: c' + o.bias
+    args = native.group_merge_args(a, c, w, out)
+    args.a = c.data_ptr()  # not NULL but may not be read: one program per sample all the same
+    out.fill_(float("nan"))
+    assert lib.gopt_group_merge(ctypes.byref(args), None, 0, None) == OK, last_error(lib)
+    assert torch.equal(out, c + w[-1]) and dev.launches[-1].grid == (2, 1, 1)
     dev.check()
     sim.record_case("fp32")
 
 
 # ---- which build runs on which GPU ----------------------------------------------------------------
-
-def ptx_arch() -> str:
-    import re
-
-    table = (sim.BUILD / "generated" / "gopt_variants.c").read_text()
-    return re.search(r"--ptx-arch=(\S*);", table).group(1)
-
-
-def expected_image(kernel, dtype, c_pad, fused, cc):
-    """(arch, is_ptx) the documented rules pick, or None: the device's own cubin; sm_86 ->
-    sm_80 and sm_89 -> sm_86, sm_80 cubins (never an "a" build); then PTX at or below the
-    device's capability."""
-    builds = [b for b in sim.device().builds if b["kernel"] == kernel and b["dtype"] == dtype
-              and b["constexprs"]["C_PAD"] == c_pad and b["constexprs"]["DP"] == d
-              and b["constexprs"].get("FUSED_EPILOGUE", fused) == fused]
-    for cap in [cc] + {86: [80], 89: [86, 80]}.get(cc, []):
-        for b in builds:
-            if b["capability"] == cap and (cap == cc or not b["arch"].endswith("a")):
-                return b["arch"], False
-    for b in builds:
-        if b["arch"] == ptx_arch() and b["capability"] <= cc:
-            return b["arch"], True
-    return None
-
 
 CAPABILITIES = [75, 80, 86, 87, 89, 90, 100, 103, 110, 120, 121]
 
@@ -291,7 +272,7 @@ def test_simulated_build_selection_follows_the_rules(dev, lib, cc, dtype):
             f, P, w, out = inject_inputs(dev, 1, S, 9, DT[dtype], "contiguous")
             status = run_inject(lib, f, P, w, out)
             kinds = [("prompt_inject", None)]
-        expected = [expected_image(k, dtype, 16, fused, cc) for k, fused in kinds]
+        expected = [sim.expected_image(k, dtype, 16, fused, cc) for k, fused in kinds]
         if None in expected:
             assert status == NO_KERNEL_FOR_ARCH, last_error(lib)
             message = last_error(lib)
@@ -307,13 +288,13 @@ def test_simulated_selection_covers_every_rule(dev, lib):
     """The kernel set CI embeds (sm_80 cubins and PTX, sm_86 and sm_90a merge cubins) makes
     the fp32 merge exercise each rule: exact, 86 -> 86, 89 -> 86, 87 -> PTX (no sm_80 SASS on
     sm_87), 90 -> 90a, 10.0 / 12.0 -> PTX (never the 90a cubin), 7.5 -> none."""
-    if not all(embedded("group_merge", "fp32", 16, arch) for arch in ("80", "86", "90a")) or ptx_arch() != "80":
+    if not all(embedded("group_merge", "fp32", 16, arch) for arch in ("80", "86", "90a")) or sim.ptx_arch() != "80":
         pytest.skip("needs the fp32 merge for sm_80 (with PTX), sm_86 and sm_90a (.ci/run's kernel set)")
-    picks = {cc: expected_image("group_merge", "fp32", 16, True, cc) for cc in (75, 80, 86, 87, 89, 90, 100, 120)}
+    picks = {cc: sim.expected_image("group_merge", "fp32", 16, True, cc) for cc in (75, 80, 86, 87, 89, 90, 100, 120)}
     assert picks == {75: None, 80: ("80", False), 86: ("86", False), 87: ("80", True), 89: ("86", False),
                      90: ("90a", False), 100: ("80", True), 120: ("80", True)}
-    assert expected_image("group_merge", "fp16", 16, True, 86) == ("80", False)  # 86 -> 80 without an sm_86 build
-    assert expected_image("prompt_inject", "fp32", 16, None, 90) == ("80", True)
+    assert sim.expected_image("group_merge", "fp16", 16, True, 86) == ("80", False)  # 86 -> 80 without an sm_86 build
+    assert sim.expected_image("prompt_inject", "fp32", 16, None, 90) == ("80", True)
 
 
 def test_simulated_dynamic_shared_memory_is_enabled_above_48_kib(dev, lib):
