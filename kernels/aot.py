@@ -6,10 +6,12 @@
 
 Compiles every kernel in every configuration the Triton dispatchers can choose for the GoPT
 presets (ViT-B / ViT-L: d = 32, C up to 256, batch 1 to 32, S from 0 tokens (a dynamic
-shape's lower end; 196 at 224x224) to 4096 (1024x1024)) with ``triton.compile(ASTSource(fn, signature, constexprs),
-target=GPUTarget("cuda", cc, 32))``, which needs no driver and no GPU; ptxas comes with the
-triton wheel. ``--extra`` adds narrower sets to the same folder (one more target for one
-dtype, say), each as comma-separated targets, dtypes, group counts and optionally kernels. The tiles come from ``kernels.tiles``, the same table the dispatchers read.
+shape's lower end; 196 at 224x224) to 4096 (1024x1024)) with
+``triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", cc, 32))``,
+which needs no driver and no GPU; ptxas comes with the triton wheel. ``--extra`` adds
+narrower sets to the same folder (one more target for one dtype, say), each as
+comma-separated targets, dtypes, group counts and optionally kernels. The tiles come from
+``kernels.tiles``, the same table the dispatchers read.
 Line info is left out (``TRITON_DISABLE_LINE_INFO=1``). Set ``TRITON_CACHE_DIR`` to reuse
 compiled kernels between runs.
 

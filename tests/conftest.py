@@ -30,7 +30,7 @@ def pytest_terminal_summary(terminalreporter):
     if sim is None or not sim.SUMMARY["cases"]:
         return
     s = sim.SUMMARY
-    errors = ", ".join(f"{k} {v:.3g}" for k, v in sorted(s["max_error"].items()))
+    errors = ", ".join(f"{k} {e:.3g} (|ref| <= {r:.3g})" for k, (e, r) in sorted(s["max_error"].items()))
     terminalreporter.write_line(
         f"simulated GPU (tests/simgpu, no GPU used): {s['cases']} cases, {s['launches']} kernel launches run by the "
         f"Triton interpreter; max |error| against the PyTorch reference: {errors or 'none measured'}")

@@ -347,7 +347,11 @@ def fresh_copy(library: Path, folder: Path) -> Path:
     return copy
 
 
-def record_case(dtype: str, error: float | None = None) -> None:
+def record_case(dtype: str, error: float | None = None, kernel: str = "", ref: torch.Tensor | None = None) -> None:
+    """Count a simulated case; keep the largest error against the reference per dtype and kernel."""
     SUMMARY["cases"] += 1
     if error is not None:
-        SUMMARY["max_error"][dtype] = max(SUMMARY["max_error"].get(dtype, 0.0), error)
+        key = f"{dtype} {kernel}".strip()
+        scale = float(ref.float().abs().max()) if ref is not None and ref.numel() else 0.0
+        old = SUMMARY["max_error"].get(key, (0.0, 0.0))
+        SUMMARY["max_error"][key] = (max(old[0], error), max(old[1], scale))

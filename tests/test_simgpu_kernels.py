@@ -182,7 +182,8 @@ def test_simulated_group_merge_equals_the_python_dispatch(dev, lib, dtype, B, S,
     assert unchanged((a, c, *w), copies)
     check_merge_launches(dev, a, c, dtype, t.itemsize)
     assert torch.equal(out, kernels.group_merge(a, c, *w, backend="triton")), "differs from the Python dispatch"
-    sim.record_case(dtype, assert_outputs_close(out, group_merge_reference(a, c, *w), t))
+    ref = group_merge_reference(a, c, *w)
+    sim.record_case(dtype, assert_outputs_close(out, ref, t), "merge", ref)
 
 
 INJECT_CASES = [(2, 1, 9, "contiguous"), (1, 33, 16, "strided P"), (2, 65, 40, "transposed"),
@@ -201,7 +202,8 @@ def test_simulated_prompt_inject_equals_the_python_dispatch(dev, lib, dtype, B, 
     assert unchanged((f, P, *w), copies)
     check_inject_launch(dev, f, P, dtype)
     assert torch.equal(out, kernels.prompt_inject(f, P, *w, backend="triton")), "differs from the Python dispatch"
-    sim.record_case(dtype, assert_outputs_close(out, prompt_inject_reference(f, P, *w), t))
+    ref = prompt_inject_reference(f, P, *w)
+    sim.record_case(dtype, assert_outputs_close(out, ref, t), "inject", ref)
 
 
 @pytest.mark.parametrize("S", [1, 65])

@@ -325,7 +325,7 @@ def test_simulated_enqueue_equals_the_python_dispatch(host, dev, name, B, S, C, 
     else:
         expected, ref = kernels.prompt_inject(*inputs, backend="triton"), prompt_inject_reference(*inputs)
     assert torch.equal(out, expected), "differs from the Python dispatch"
-    sim.record_case(kind, assert_outputs_close(out, ref, TORCH[dtype]))
+    sim.record_case(kind, assert_outputs_close(out, ref, TORCH[dtype]), f"{name} plugin", ref)
     for p in (built, engine, runtime):
         host.h.host_destroy(p)
 

@@ -4,7 +4,8 @@ import torch
 
 
 def assert_outputs_close(out, ref, dtype) -> float:
-    """The largest |out - ref|, asserted within these bounds. fp32: max |out - ref| <= 1e-5 x max |ref| (fp32 rounding of reordered sums of d..D terms).
+    """The largest |out - ref|, asserted within these bounds.
+    fp32: max |out - ref| <= 1e-5 x max |ref| (fp32 rounding of reordered sums of d..D terms).
     fp16 / bf16: both sides round the same fp32 value, computed in a different order, to the
     output dtype, so each element may differ by one unit in the last place of the output dtype
     (2^-10 relative for fp16, 2^-7 for bf16) plus the fp32 error (1e-5 / 1e-4 of max |ref| for

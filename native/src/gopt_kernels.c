@@ -174,8 +174,8 @@ static int select_build(const variant_key *k, const device_info *dev, const gopt
     const gopt_variant *v = choose(k, dev->capability);
     if (!v && !embedded(k))
         return fail(GOPT_NO_KERNEL_FOR_ARCH, "%s %s d=%d C_PAD=%d: this library has no such build for any GPU; "
-                    "rebuild with GOPT_DTYPES / GOPT_GROUPS / GOPT_PROMPT_DIM covering it", name,
-                    dtype_name(k->dtype), k->d, k->c_pad);
+                    "rebuild it with python -m kernels.aot covering it (GOPT_DTYPES / GOPT_GROUPS / "
+                    "GOPT_PROMPT_DIM)", name, dtype_name(k->dtype), k->d, k->c_pad);
     if (!v)
         return fail(GOPT_NO_KERNEL_FOR_ARCH, "%s: no build for sm_%d %s d=%d C_PAD=%d in this library (neither a "
                     "cubin nor PTX it can run); rebuild with GOPT_CUDA_ARCHS including it", name, dev->capability,
@@ -275,16 +275,16 @@ GOPT_EXPORT size_t gopt_group_merge_workspace_size(int64_t B, int64_t S, int64_t
 
 /* The merge's launches for B samples and S tokens: the one-program build when S fits one
  * program per sample (S = 0 included: P = c' + o.bias), else the split build and its
- * epilogue (builds[0..1]; builds[1] NULL for one launch), and the grids. B, S < 0: not known
- * yet; every build such sizes may need is then selected, and grids are checked for what is
- * known. */
+ * epilogue (builds[0..1]; builds[1] NULL for one launch), and the grids. With `up_to`, B and
+ * S are maxima (gopt_can_run): every build some smaller size needs is selected too. B, S < 0:
+ * not known yet, any; grids are checked for what is known. */
 typedef struct {
     const gopt_variant *builds[3];
     unsigned int grids[3][3];
     int64_t split, c_pad;
 } merge_plan;
 
-static int plan_merge(const char *kernel, int dtype, int64_t B, int64_t S, int64_t C, int64_t d,
+static int plan_merge(const char *kernel, int dtype, int64_t B, int64_t S, int64_t C, int64_t d, int up_to,
                       const device_info *dev, merge_plan *plan) {
     int64_t c_pad = c_pad_of(C), tpp = min_tokens_per_prog(d, c_pad);
     memset(plan, 0, sizeof *plan);
@@ -299,7 +299,7 @@ static int plan_merge(const char *kernel, int dtype, int64_t B, int64_t S, int64
         status = check_offset(kernel, "the workspace's B*split*C_PAD*d", known_product(B, plan->split * c_pad * d));
     if (status != GOPT_OK) return status;
     int n = 0;
-    if (S <= tpp || S < 0 || B < 0) { /* the one-program build: also for the short inputs of a dynamic range */
+    if (S <= tpp || up_to) { /* the one-program build */
         variant_key k = {GOPT_K_GROUP_MERGE, dtype, (int)d, (int)c_pad, 1};
         if ((status = select_build(&k, dev, &plan->builds[n])) != GOPT_OK) return status;
         if ((status = grid_of(plan->builds[n], B1, S1 < tpp ? S1 : tpp, dev, plan->grids[n])) != GOPT_OK)
@@ -343,7 +343,7 @@ GOPT_EXPORT int gopt_group_merge(const gopt_group_merge_args *x, void *workspace
     device_info dev;
     merge_plan plan;
     if (!cu || (status = query_device(cu, 0, &dev)) != GOPT_OK ||
-        (status = plan_merge(kernel, x->dtype, x->B, x->S, x->C, x->d, &dev, &plan)) != GOPT_OK)
+        (status = plan_merge(kernel, x->dtype, x->B, x->S, x->C, x->d, 0, &dev, &plan)) != GOPT_OK)
         return status;
 
     param_value p[GOPT_P_COUNT];
@@ -442,7 +442,7 @@ static int can_run(int kernel, int dtype, int64_t B, int64_t S, int64_t C, int64
     if (!cu || (status = query_device(cu, 1, &dev)) != GOPT_OK) return status;
     if (kernel == GOPT_GROUP_MERGE) {
         merge_plan plan;
-        return plan_merge(name, dtype, B, S, C, d, &dev, &plan);
+        return plan_merge(name, dtype, B, S, C, d, 1, &dev, &plan);
     }
     const gopt_variant *build;
     unsigned int g[3];
