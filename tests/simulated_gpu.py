@@ -251,6 +251,9 @@ class Device:
                 value = (ctypes.c_int32 if kind == "i32" else ctypes.c_float).from_address(slot).value
                 launch.args[name] = value
                 values.append(value)
+        nulls = [n for n, v in launch.args.items() if v is None]
+        assert not nulls or (set(nulls) <= {"a_ptr", "f_ptr"} and launch.args.get("S") == 0), \
+            f"NULL {nulls} with S = {launch.args.get('S')}: only an empty token set may be NULL"
         self.launches.append(launch)
         if self.execute:
             from kernels.aot import kernel_function

@@ -613,5 +613,19 @@ def test_simulated_driver_enforces_the_documented_launch_checks(dev):
         assert launch() == 1  # CUDA_ERROR_INVALID_VALUE: the attribute was never set
         assert drv.cuFuncSetAttribute(fn, 8, 200_000) == 1  # beyond sm_86's opt-in maximum
         assert drv.cuFuncSetAttribute(fn, 8, build["shared_bytes"]) == 0
+    # the test's side: parameters outside the test's buffers, misaligned or NULL, scratch set
+    buf = dev.memory.alloc("buffer", 4096, 0)
+    pointers = [i for i, p in enumerate(build["signature"]) if p["type"].startswith("*")]
+    for i, p in enumerate(build["signature"][:-2]):
+        slots[i].value = buf.address if i in pointers else 1  # sizes and strides 1
+    for i, value, why in ((pointers[0], 0x1234, "outside every buffer"), (pointers[0], buf.address + 1, "aligned"),
+                          (pointers[0], 0, "only an empty token set may be NULL"), (pointers[-1], buf.address,
+                                                                                      "must be NULL")):
+        old, slots[i].value = slots[i].value, value
+        dev.failures.clear()
+        assert launch() == sim.CUDA_ERROR_LAUNCH_FAILED and why in dev.failures[0], dev.failures
+        slots[i].value = old
+    dev.failures.clear()
+    assert launch() == 0 and not dev.failures
     dev.driver.simcuda_ctx_set_current(dev.context())
     assert launch() == 201  # CUDA_ERROR_INVALID_CONTEXT: a function of another context
