@@ -23,7 +23,13 @@ def tiny_gopt_models(tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Where the TensorRT tests ran: the simulation (tests/simulated) or TensorRT on a GPU."""
+    """Say what ran where: the simulated GPU (tests/simgpu), the simulated TensorRT
+    (tests/simulated) or TensorRT on a GPU, so that no one mistakes a simulation for a GPU run."""
+    _report_simulated_gpu(terminalreporter)
+    _report_tensorrt_runs(terminalreporter)
+
+
+def _report_tensorrt_runs(terminalreporter):
     counts: dict[str, dict[str, int]] = {}
     for outcome in ("passed", "failed"):
         for report in terminalreporter.stats.get(outcome, []):
@@ -37,3 +43,16 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"TensorRT tests on {where}: " + ", ".join(f"{v} {k}" for k, v in n.items()))
     if not any(where.endswith("on a CUDA GPU") for where in counts):
         terminalreporter.write_line("TensorRT tests on a CUDA GPU: none (TensorRT and a GPU are not both installed)")
+
+
+def _report_simulated_gpu(terminalreporter):
+    import sys
+
+    sim = sys.modules.get("simulated_gpu")
+    if sim is None or not sim.SUMMARY["cases"]:
+        return
+    s = sim.SUMMARY
+    errors = ", ".join(f"{k} {e:.3g} (|ref| <= {r:.3g})" for k, (e, r) in sorted(s["max_error"].items()))
+    terminalreporter.write_line(
+        f"simulated GPU (tests/simgpu, no GPU used): {s['cases']} cases, {s['launches']} kernel launches run by the "
+        f"Triton interpreter; max |error| against the PyTorch reference: {errors or 'none measured'}")
