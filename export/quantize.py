@@ -3,6 +3,7 @@
 
     python -m export.quantize MODEL.onnx --int8 [--calib PATH [--calib-aux PATH]] [--calib-frames N] [-o OUT]
     python -m export.quantize MODEL.onnx --fp8 ...
+        [--eval DIR [--eval-format F] [--eval-split S] [--eval-tolerance POINTS]]
 
 MODEL.onnx: a GoPT graph or a SimCMF encoder (``OUT.encoder.onnx``; its decoder stays fp32)
 from ``python -m export.onnx``. Quantized with ONNX Runtime's own quantizer
@@ -22,7 +23,10 @@ ONNX Runtime and TensorRT read:
 - --fp8: E4M3 Q/DQ (opset 19, the first with float8 types) for Hopper and later GPUs.
 
 The result is checked against the fp32 model in ONNX Runtime on the bundled real frames:
-GoPT label agreement and logit error, SimCMF mask IoU over clicks. The metadata records
+GoPT label agreement and logit error, SimCMF mask IoU over clicks; with --eval, also the
+mean IoU of both models on a labelled data set (any layout ``python -m benchmarks.accuracy``
+reads), failing when the quantized model's is more than --eval-tolerance points (default
+1) below the fp32 model's. The metadata records
 the precision, the quantizer settings and the calibration set. Exit status: 0 written and
 within tolerance, 1 beyond tolerance, 2 bad arguments or model file.
 """
@@ -39,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from evaluation.datasets import FORMATS
 from runtime.files import atomic_path
 from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info
 from . import graph
@@ -342,6 +347,51 @@ def mask_iou(ref, q, name: str, image) -> Agreement:
                      float(err.max() / max(np.abs(ref_emb).max(), 1e-12)))
 
 
+def open_eval(args, info: ModelInfo):
+    """The labelled frames of --eval (layout errors before any work: exit status 2)."""
+    from evaluation import LayoutError, open_dataset
+    from runtime.colors import class_names
+
+    if args.no_check:
+        raise UsageError("--eval is part of the check; it cannot be combined with --no-check")
+    if info.kind != "gopt":
+        raise UsageError("--eval measures GoPT label maps; a SimCMF encoder is checked by mask IoU over clicks")
+    if not args.eval_tolerance >= 0:
+        raise UsageError(f"--eval-tolerance is points of mean IoU, >= 0; got {args.eval_tolerance}")
+    try:
+        frames = open_dataset(args.eval, args.eval_format, args.eval_split, info.config["modality"],
+                              tuple(class_names(info.config)))
+    except (LayoutError, ValueError, OSError) as e:
+        raise UsageError(f"--eval: {e}") from None
+    if len(frames.classes) != info.config["num_classes"]:
+        raise UsageError(f"--eval: {frames.spec.title} has {len(frames.classes)} classes, the model "
+                         f"{info.config['num_classes']}")
+    return frames
+
+
+def eval_miou(fp32: Path, quantized: Path, frames, precision: str, tolerance: float, progress: Progress) -> bool:
+    """Prints the quantized model's mean IoU on labelled frames beside the fp32 model's; False
+    when it is more than ``tolerance`` points lower (or nothing could be evaluated)."""
+    from evaluation import Entry, evaluate
+    from runtime import Segmenter
+
+    with Segmenter(fp32, device="cpu") as a, Segmenter(quantized, device="cpu") as b:
+        base, quant = Entry("fp32", a), Entry(precision, b)
+        with progress(f"evaluating the {precision} and fp32 models on the labelled frames in {frames.root}"):
+            records = evaluate([quant], frames, reference=base, progress=progress)
+    skipped = sum(r["status"] != "evaluated" or bool(r.get("failed")) for r in records)
+    where = f"{frames.root} ({quant.frames} frames" + (f", {skipped} skipped" if skipped else "") + ")"
+    m0, m1 = base.matrix.mean_iou(), quant.matrix.mean_iou()
+    if not quant.frames or not base.frames or np.isnan(m0) or np.isnan(m1):
+        print(f"  FAIL mean IoU on {where}: no labelled pixel could be evaluated")
+        return False
+    change = 100 * (m1 - m0)
+    ok = change >= -tolerance
+    print(("  ok   " if ok else "  FAIL ") + f"mean IoU on {where}: fp32 {100 * m0:.2f}%, {precision} {100 * m1:.2f}% "
+          f"({change:+.2f} points, tolerance -{tolerance:g}); labels agree {100 * quant.agreement:.3f}%")
+    return ok
+
+
 # ---- command line ---------------------------------------------------------------------------------
 
 def parse_args(argv):
@@ -358,6 +408,14 @@ def parse_args(argv):
                     help="at most N calibration frames (default 64)")
     ap.add_argument("-o", "--output", type=Path, help="output path (default MODEL.int8.onnx / MODEL.fp8.onnx)")
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with the fp32 model")
+    ap.add_argument("--eval", type=Path, metavar="DIR",
+                    help="the check also compares the mean IoU of the two models on this labelled data set "
+                         "(the layouts of python -m benchmarks.accuracy)")
+    ap.add_argument("--eval-format", default="auto", choices=("auto", *FORMATS), help="its layout (default: recognised)")
+    ap.add_argument("--eval-split", default="test", help="its split (default test)")
+    ap.add_argument("--eval-tolerance", type=float, default=1.0, metavar="POINTS",
+                    help="fail when the mean IoU is more than this many points (of 100) below the fp32 model's "
+                         "(default 1)")
     return ap.parse_args(argv)
 
 
@@ -387,10 +445,11 @@ def run(argv=None) -> int:
             raise UsageError(f"--calib-frames must be >= 1, got {args.calib_frames}")
         if args.calib_aux and not args.calib:
             raise UsageError("--calib-aux pairs with --calib")
+        labelled = open_eval(args, info) if args.eval else None
         out = args.output or default_output(args.onnx, precision)
         if out.resolve() == args.onnx.resolve():
             raise UsageError(f"{out}: the output would replace the input model")
-        progress = Progress(3 if args.no_check else 5)
+        progress = Progress((3 if args.no_check else 5) + bool(args.eval))
         with progress("reading the calibration frames"):
             if args.calib:
                 try:
@@ -434,8 +493,12 @@ def run(argv=None) -> int:
     print()
     for r in results:
         print(("  ok   " if r.value >= need else "  FAIL ") + r.line(what))
-    if all(r.value >= need for r in results):
-        print(f"within tolerance ({what} >= {100 * need:.0f}% with the fp32 model)")
+    within = all(r.value >= need for r in results)
+    if labelled is not None:
+        within = eval_miou(args.onnx, out, labelled, precision, args.eval_tolerance, progress) and within
+    if within:
+        print(f"within tolerance ({what} >= {100 * need:.0f}% with the fp32 model"
+              + (f"; mean IoU at most {args.eval_tolerance:g} points below it)" if labelled is not None else ")"))
         return 0
     print("beyond tolerance: calibrate on more of the robot's frames (--calib), or deploy fp16", file=sys.stderr)
     return 1
