@@ -231,7 +231,8 @@ def parse_args(argv):
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for report.json, report.md and the plots")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and what each stage misses here")
     ap.add_argument("--stages", default=",".join(STAGE_NAMES),
-                    help=f"comma list, in the order above (default all: {','.join(STAGE_NAMES)})")
+                    help=f"comma list, run in the order above; environment always runs (default all: "
+                         f"{','.join(STAGE_NAMES)})")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.stages.split(",") if n.strip()]
     unknown = [n for n in names if n not in STAGE_NAMES]
@@ -239,7 +240,7 @@ def parse_args(argv):
         ap.error(f"--stages: unknown {unknown}; choose from {','.join(STAGE_NAMES)}")
     if not args.budget_s > 0:
         ap.error(f"--budget-s must be positive, got {args.budget_s:g}")
-    args.plan = [s for s in STAGES if s.name in names]
+    args.plan = [s for s in STAGES if s.name in names or s.name == "environment"]  # later stages read it
     return args
 
 

@@ -64,6 +64,11 @@ def test_shares_add_up_and_every_stage_has_a_formatter():
     assert set(gpu_report.STAGE_NAMES) == set(gpu_report_output.FORMATTERS)
 
 
+def test_stages_can_be_chosen_and_the_environment_always_runs():
+    assert [s.name for s in gpu_report.parse_args(["--stages", "streams,kernels"]).plan] == [
+        "environment", "kernels", "streams"]
+
+
 def test_command_line_errors_are_one_line(capsys):
     for argv, text in ((["--stages", "kernels,warp"], "unknown ['warp']"), (["--budget-s", "0"], "must be positive")):
         with pytest.raises(SystemExit) as e:
