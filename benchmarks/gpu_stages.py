@@ -228,6 +228,10 @@ def kernels(ctx) -> None:
     done: dict[tuple, list] = {}
 
     def record(config, rows):
+        kernel, dtype, B, S, C = config
+        for row in rows:
+            row["command"] = (f"python benchmarks/kernels.py --kernels {kernel} --dtypes {dtype} --batch {B} "
+                              f"--seq {S} --groups {C} " + " ".join(KERNEL_ARGS))
         done[config] = rows
         ctx.result["rows"] = [r for c in configs if c in done for r in done[c]]
         ctx.result["summary"] = kb.summary({"results": [r for r in ctx.result["rows"] if "parity" in r]})
@@ -462,13 +466,14 @@ def native(ctx) -> None:
 def demo_checkpoints(shared: dict, modalities=("thermal", "depth"), tiny: bool = False) -> dict:
     """The demo checkpoints (written once per run into a temporary folder): modality -> path."""
     from models.checkpoint import save_gopt
-    from models.demo_checkpoint import CLASS_TOKEN_STD, DEFAULT_SEEDS, build_demo_gopt, demo_config
+    from models.demo_checkpoint import CLASS_TOKEN_STD, DEFAULT_PATHS, DEFAULT_SEEDS, build_demo_gopt, demo_config
 
     paths = shared.setdefault("checkpoints", {})
     folder = Path(shared.setdefault("work_dir", tempfile.mkdtemp(prefix="gpu-report-")))
     for modality in modalities:
         if modality not in paths:
-            path = folder / f"gopt_{'tiny' if tiny else 'demo'}_{modality}.pt"
+            # the names python -m models.demo_checkpoint [--modality depth] [--tiny] gives them
+            path = folder / Path(DEFAULT_PATHS[modality]).name.replace("_demo_", "_tiny_" if tiny else "_demo_")
             save_gopt(build_demo_gopt(DEFAULT_SEEDS[modality], demo_config(modality, tiny),
                                       CLASS_TOKEN_STD[modality]), path)
             paths[modality] = path
@@ -505,7 +510,10 @@ def gopt_config_rows(model: GoptModel, backend: str, precision: str, cuda_graph:
     from benchmarks import latency
 
     base = {"model": model.label, "input": f"{model.size[0]}x{model.size[1]}", "backend": backend,
-            "precision": precision, "cuda_graph": cuda_graph, "mode": "compute-only"}
+            "precision": precision, "cuda_graph": cuda_graph, "mode": "compute-only",
+            "command": " ".join(["python benchmarks/latency.py", model.path.name, "--backend", backend, "--precision",
+                                 precision, "--batch", ",".join(map(str, batches)), *LATENCY_ARGS]
+                                + (["--cuda-graph"] if cuda_graph else []))}
     args = copy.copy(model.args)
     args.cuda_graph = cuda_graph
     try:
