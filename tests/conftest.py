@@ -20,3 +20,23 @@ def tiny_gopt_models(tmp_path_factory):
     from factories import export_tiny_gopts
 
     return export_tiny_gopts(tmp_path_factory.mktemp("tiny_gopts"))
+
+
+def _openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+# The backends that run .onnx files; backend tests run on each of them.
+ONNX_BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
+    not _openvino_installed(), reason="openvino is not installed (pip install -e '.[openvino]')"))]
+
+
+@pytest.fixture(params=ONNX_BACKENDS)
+def onnx_backend(request, tmp_path_factory, monkeypatch):
+    """Each backend that runs .onnx files; OpenVINO caches its compiled models in a folder of
+    this test session (not the user's cache)."""
+    if request.param == "openvino":
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg_cache"))
+    return request.param
