@@ -33,10 +33,20 @@ ONNX_BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipi
     not _openvino_installed(), reason="openvino is not installed (pip install -e '.[openvino]')"))]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache_in_tmp(tmp_path_factory):
+    """The tests' caches (OpenVINO's compiled models), theirs and their subprocesses', go to a
+    folder of this test session, not the user's ~/.cache."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.getbasetemp() / "xdg_cache")
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
+
+
 @pytest.fixture(params=ONNX_BACKENDS)
-def onnx_backend(request, tmp_path_factory, monkeypatch):
-    """Each backend that runs .onnx files; OpenVINO caches its compiled models in a folder of
-    this test session (not the user's cache)."""
-    if request.param == "openvino":
-        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg_cache"))
+def onnx_backend(request):
+    """Each backend that runs .onnx files."""
     return request.param
