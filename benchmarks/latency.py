@@ -345,13 +345,14 @@ def make_graphs(model_path: Path, kind: str, backend: str, precision: str, args)
     if backend == "openvino":
         if precision not in ("fp32", "bf16"):
             raise Unavailable("SimCMF with OpenVINO is measured in fp32 and bf16")
-        path = simcmf_onnx_for(model_path, args.base, "fp32", args.work_dir) if suffix in (".pt", ".pth") \
-            else model_path
         if suffix not in (".pt", ".pth", ".onnx"):
             raise Unavailable(f"needs a .onnx model or a checkpoint, got {suffix}")
+        openvino_available()
+        path = simcmf_onnx_for(model_path, args.base, "fp32", args.work_dir) if suffix in (".pt", ".pth") \
+            else model_path
         try:
             return open_graphs(path, backend="openvino", precision=precision)
-        except ImportError as e:
+        except ValueError as e:  # bf16 on a CPU without it
             raise Unavailable(str(e)) from None
     if backend == "onnxruntime":
         if precision == "bf16":
@@ -434,13 +435,17 @@ def make_backend(model_path: Path, backend: str, precision: str, args):
     raise ValueError(f"unknown backend {backend!r}")
 
 
-def openvino_backend(model_path: Path, precision: str, args):
-    """OpenVINO on the fp32 export (fp32, or bf16 computed natively), on its raw-frame export,
-    or on the INT8 Q/DQ model; or Unavailable with the reason."""
+def openvino_available() -> None:
     try:
         import openvino  # noqa: F401
     except ImportError:
         raise Unavailable("openvino is not installed (pip install -e '.[openvino]')") from None
+
+
+def openvino_backend(model_path: Path, precision: str, args):
+    """OpenVINO on the fp32 export (fp32, or bf16 computed natively), on its raw-frame export,
+    or on the INT8 Q/DQ model; or Unavailable with the reason."""
+    openvino_available()
     from runtime.openvino_backend import OpenVINOBackend
 
     base, _, variant = precision.partition(":")
