@@ -30,6 +30,11 @@ class Backend:
     def outputs(self) -> list[TensorSpec]:
         return self.info.outputs
 
+    @property
+    def compute_precision(self) -> str:
+        """The precision the backend computes in: the model file's, unless told otherwise."""
+        return self.info.precision
+
     def infer(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         raise NotImplementedError
 

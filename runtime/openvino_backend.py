@@ -110,6 +110,12 @@ class OpenVINOBackend(Backend):
         self.core.set_property({"CACHE_DIR": str(folder)})
         return folder
 
+    @property
+    def compute_precision(self) -> str:
+        if self.hint == "bf16":
+            return "bf16"
+        return "fp32" if self.info.precision == "fp16" else self.info.precision
+
     def infer(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         check_feeds(self.inputs, feeds)
         names = outputs or [t.name for t in self.outputs]

@@ -102,6 +102,7 @@ class Segmenter:
         self.config = main.info.config
         self.backend = main.name
         self.device = main.device
+        self.compute_precision = main.compute_precision
         self.color_order = color_order
         self.resize_aux = resize_aux
         # SimCMF: the last image's embedding as one (fingerprint, embedding, size) tuple, replaced
@@ -111,7 +112,7 @@ class Segmenter:
 
     def __repr__(self) -> str:
         return (f"Segmenter({self.path.name}: {self.info.variant or self.kind}, backend={self.backend}, "
-                f"device={self.device}, precision={self.info.precision})")
+                f"device={self.device}, precision={self.compute_precision})")
 
     def close(self) -> None:
         for g in self.graphs.values():

@@ -77,6 +77,7 @@ def test_bf16_when_asked(models, night, tmp_path):
         return
     b = OpenVINOBackend(models / "tiny.onnx", precision="bf16", cache_dir=tmp_path)
     assert "bf16" in repr(b) and ("FullyConnected", "bf16") in layer_precisions(b)
+    assert "precision=bf16" in repr(Segmenter.from_backends({"gopt": b}))
     with Segmenter(models / "tiny.onnx", device="cpu") as ort_seg:
         agreement = (Segmenter.from_backends({"gopt": b}).run(*night) == ort_seg.run(*night)).mean()
     print(f"OpenVINO bf16 vs ONNX Runtime fp32, night frame: labels {100 * agreement:.2f}%")
