@@ -21,8 +21,8 @@ installs everywhere the project does:
   default, or --calib: a folder of MFNet 4-channel PNGs, an image, or --calib with
   --calib-aux: two folders / images / videos (as ``python -m runtime --rgb --aux`` reads
   them). ``--fp8``: E4M3 Q/DQ (opset 19, the first with float8 types) for Hopper and later
-  GPUs. Default output ``MODEL.int8.qdq.onnx`` / ``MODEL.fp8.onnx``. OpenVINO runs these
-  Q/DQ models with its own integer kernels too.
+  GPUs. Default output ``MODEL.int8.qdq.onnx`` / ``MODEL.fp8.onnx``. OpenVINO runs the INT8
+  Q/DQ model with its own integer kernels too.
 
 The default target: tensorrt for --fp8 and for graphs exported with --fused-kernels (their
 custom nodes are TensorRT plugins), onnxruntime otherwise; the output says which and why.
@@ -30,7 +30,8 @@ Both keep the precision policy: LayerNorm, softmax (and the MatMul reading atten
 probabilities) and every argmax input chain (GoPT's prompter assignments and the label
 argmax, export/graph.py) stay fp32. Dynamic quantization only touches MatMuls with a
 constant weight; the MatMuls the policy keeps read two activations, so they stay fp32 there
-in any case (quantizing them too costs the demo model 6% of its labels, see README).
+in any case (quantizing every activation x activation MatMul as well, without the policy,
+costs the demo checkpoint 6% of the night frame's labels; see README).
 
 The result is checked against the fp32 model in ONNX Runtime on the bundled real frames:
 GoPT label agreement and logit error, SimCMF mask IoU over clicks. Until the check passes the
