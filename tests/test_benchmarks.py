@@ -1,4 +1,5 @@
 """benchmarks/latency.py --quick: the table, JSON and plot a user gets, with finite positive numbers."""
+import importlib.util
 import json
 import math
 import os
@@ -58,12 +59,14 @@ def test_quick_benchmark_simcmf_encoder(tmp_path):
 
     export_simcmf(tiny_model(modality="rgbt"), Path(tmp_path / "tiny"), "batch", progress=Progress(2))
     cmd = [sys.executable, "benchmarks/latency.py", str(tmp_path / "tiny.encoder.onnx"), "--quick", "--batch",
-           "1,2", "--backend", "onnxruntime,triton", "--json", str(tmp_path / "r.json")]
+           "1,2", "--backend", "onnxruntime,openvino,triton", "--json", str(tmp_path / "r.json")]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
-    ok = {(r["mode"], r["batch"]): r for r in rows if r["status"] == "ok"}
-    assert set(ok) == {("compute-only", 1), ("compute-only", 2), ("end-to-end", 1)}
+    ok = {(r["backend"], r["mode"], r["batch"]): r for r in rows if r["status"] == "ok"}
+    backends = ("onnxruntime", "openvino") if importlib.util.find_spec("openvino") else ("onnxruntime",)
+    assert set(ok) == {(b, m, n) for b in backends for m, n in (("compute-only", 1), ("compute-only", 2),
+                                                                  ("end-to-end", 1))}
     for r in ok.values():
         assert r["input_size"] == [128, 128]
         assert all(positive_finite(r["latency_ms"][k]) for k in ("p50", "p99", "mean"))
