@@ -186,3 +186,14 @@ def test_bad_model_files_and_options(models, tmp_path):
         Segmenter(models / "tiny.onnx", backend="openvino", precision="int4")
     with pytest.raises(ValueError, match="providers= are ONNX Runtime's"):
         Segmenter(models / "tiny.onnx", backend="openvino", providers=["CPUExecutionProvider"])
+
+
+def test_fp16_export_computes_in_fp32(models, night, tmp_path):
+    """An fp16 export on the CPU: its fp16 weights, f32 arithmetic (the hint), labels as ONNX Runtime's."""
+    export_gopt(well_conditioned_gopt(), tmp_path / "half.onnx", fp16=True, progress=Progress(1))
+    b = OpenVINOBackend(tmp_path / "half.onnx", cache_dir=tmp_path / "cache")
+    assert b.info.precision == "fp16" and b.compute_precision == "fp32"
+    assert {p for _, p in layer_precisions(b)} == {"f32"}
+    with Segmenter(tmp_path / "half.onnx", device="cpu") as ort_seg:
+        agreement = (Segmenter.from_backends({"gopt": b}).run(*night) == ort_seg.run(*night)).mean()
+    assert agreement >= 0.99
