@@ -4,6 +4,7 @@ CPUs, explicit static Q/DQ for TensorRT (10.3 to 11.x, built strongly typed).
     python -m export.quantize MODEL.onnx --int8 [--target onnxruntime|tensorrt] [-o OUT] [--no-check]
     python -m export.quantize MODEL.onnx --int8 --target tensorrt [--calib PATH [--calib-aux PATH]] [--calib-frames N]
     python -m export.quantize MODEL.onnx --fp8 ...                 (TensorRT only)
+        [--eval DIR [--eval-format F] [--eval-split S] [--eval-tolerance POINTS]]
 
 MODEL.onnx: a GoPT graph or a SimCMF encoder (``OUT.encoder.onnx``; its decoder stays fp32)
 from ``python -m export.onnx``. Both targets use ONNX Runtime's own quantizer, which
@@ -34,11 +35,14 @@ in any case (quantizing every activation x activation MatMul as well, without th
 costs the demo checkpoint 6% of the night frame's labels; see README).
 
 The result is checked against the fp32 model in ONNX Runtime on the bundled real frames:
-GoPT label agreement and logit error, SimCMF mask IoU over clicks. Until the check passes the
-file is ``OUT.unverified.onnx``; it gets its final name only within tolerance
-(``--no-check`` writes the final name directly and says it is unchecked). The metadata
-records the precision, the target, the quantizer settings and the calibration set. Exit
-status: 0 written and within tolerance, 1 beyond tolerance, 2 bad arguments or model file.
+GoPT label agreement and logit error, SimCMF mask IoU over clicks; with --eval, also the
+mean IoU of both models on a labelled data set (any layout ``python -m benchmarks.accuracy``
+reads), failing when the quantized model's is more than --eval-tolerance points (default
+1) below the fp32 model's. Until the check passes the file is ``OUT.unverified.onnx``; it
+gets its final name only within tolerance (``--no-check`` writes the final name directly and
+says it is unchecked). The metadata records the precision, the target, the quantizer
+settings and the calibration set. Exit status: 0 written and within tolerance, 1 beyond
+tolerance, 2 bad arguments or model file.
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from evaluation.datasets import FORMATS
 from runtime.files import atomic_path, promote, unverified_path
 from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info
 from . import graph
@@ -395,6 +400,51 @@ def mask_iou(ref, q, name: str, image) -> Agreement:
                      float(err.max() / max(np.abs(ref_emb).max(), 1e-12)))
 
 
+def open_eval(args, info: ModelInfo):
+    """The labelled frames of --eval (layout errors before any work: exit status 2)."""
+    from evaluation import LayoutError, open_dataset
+    from runtime.colors import class_names
+
+    if args.no_check:
+        raise UsageError("--eval is part of the check; it cannot be combined with --no-check")
+    if info.kind != "gopt":
+        raise UsageError("--eval measures GoPT label maps; a SimCMF encoder is checked by mask IoU over clicks")
+    if not args.eval_tolerance >= 0:
+        raise UsageError(f"--eval-tolerance is points of mean IoU, >= 0; got {args.eval_tolerance}")
+    try:
+        frames = open_dataset(args.eval, args.eval_format, args.eval_split, info.config["modality"],
+                              tuple(class_names(info.config)))
+    except (LayoutError, ValueError, OSError) as e:
+        raise UsageError(f"--eval: {e}") from None
+    if len(frames.classes) != info.config["num_classes"]:
+        raise UsageError(f"--eval: {frames.spec.title} has {len(frames.classes)} classes, the model "
+                         f"{info.config['num_classes']}")
+    return frames
+
+
+def eval_miou(fp32: Path, quantized: Path, frames, precision: str, tolerance: float, progress: Progress) -> bool:
+    """Prints the quantized model's mean IoU on labelled frames beside the fp32 model's; False
+    when it is more than ``tolerance`` points lower (or nothing could be evaluated)."""
+    from evaluation import Entry, evaluate
+    from runtime import Segmenter
+
+    with Segmenter(fp32, device="cpu") as a, Segmenter(quantized, device="cpu") as b:
+        base, quant = Entry("fp32", a), Entry(precision, b)
+        with progress(f"evaluating the {precision} and fp32 models on the labelled frames in {frames.root}"):
+            records = evaluate([quant], frames, reference=base, progress=progress)
+    skipped = sum(r["status"] != "evaluated" or bool(r.get("failed")) for r in records)
+    where = f"{frames.root} ({quant.frames} frames" + (f", {skipped} skipped" if skipped else "") + ")"
+    m0, m1 = base.matrix.mean_iou(), quant.matrix.mean_iou()
+    if not quant.frames or not base.frames or np.isnan(m0) or np.isnan(m1):
+        print(f"  FAIL mean IoU on {where}: no labelled pixel could be evaluated")
+        return False
+    change = 100 * (m1 - m0)
+    ok = change >= -tolerance
+    print(("  ok   " if ok else "  FAIL ") + f"mean IoU on {where}: fp32 {100 * m0:.2f}%, {precision} {100 * m1:.2f}% "
+          f"({change:+.2f} points, tolerance -{tolerance:g}); labels agree {100 * quant.agreement:.3f}%")
+    return ok
+
+
 # ---- command line ---------------------------------------------------------------------------------
 
 def parse_args(argv):
@@ -416,6 +466,14 @@ def parse_args(argv):
     ap.add_argument("-o", "--output", type=Path,
                     help="output path (default MODEL.int8.onnx, MODEL.int8.qdq.onnx for tensorrt, MODEL.fp8.onnx)")
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with the fp32 model")
+    ap.add_argument("--eval", type=Path, metavar="DIR",
+                    help="the check also compares the mean IoU of the two models on this labelled data set "
+                         "(the layouts of python -m benchmarks.accuracy)")
+    ap.add_argument("--eval-format", default="auto", choices=("auto", *FORMATS), help="its layout (default: recognised)")
+    ap.add_argument("--eval-split", default="test", help="its split (default test)")
+    ap.add_argument("--eval-tolerance", type=float, default=1.0, metavar="POINTS",
+                    help="fail when the mean IoU is more than this many points (of 100) below the fp32 model's "
+                         "(default 1)")
     return ap.parse_args(argv)
 
 
@@ -507,13 +565,14 @@ def run(argv=None) -> int:
         if args.calib and target == "onnxruntime":
             raise UsageError("--calib is for --target tensorrt: dynamic INT8 for ONNX Runtime computes its "
                              "activation scales on every frame and needs no calibration")
+        labelled = open_eval(args, info) if args.eval else None
         final = args.output or default_output(args.onnx, precision, target)
         out = final if args.no_check else unverified_path(final)
         if final.resolve() == args.onnx.resolve() or out.resolve() == args.onnx.resolve():
             raise UsageError(f"{final}: the output would replace the input model")
         check_frames = [] if args.no_check else bundled_frames(info, " to check it on (pass --no-check)")
         print(f"target: {target} ({why})")
-        progress = Progress((1 if target == "onnxruntime" else 3) + len(check_frames))
+        progress = Progress((1 if target == "onnxruntime" else 3) + len(check_frames) + bool(args.eval))
         if target == "onnxruntime":
             with progress("quantizing to dynamic int8 (ONNX Runtime's quantize_dynamic)"):
                 qinfo = quantize_dynamic_int8(args.onnx, out)
@@ -534,20 +593,26 @@ def run(argv=None) -> int:
         return 0
     advice = ("deploy the fp32 model" if target == "onnxruntime"
               else "calibrate on more of the robot's frames (--calib), or deploy fp16")
-    return verify(args.onnx, out, final, info, precision, check_frames, progress, advice)
+    return verify(args.onnx, out, final, info, precision, check_frames, progress, advice, labelled,
+                  args.eval_tolerance)
 
 
 def verify(fp32: Path, out: Path, final: Path, info: ModelInfo, precision: str, frames, progress: Progress,
-           advice: str) -> int:
-    """The check on the bundled frames; the file gets its final name only within tolerance."""
+           advice: str, labelled=None, eval_tolerance: float = 1.0) -> int:
+    """The check on the bundled frames (and with ``labelled``, the mean IoU on labelled frames);
+    the file gets its final name only within tolerance."""
     results = check(fp32, out, frames, progress)
     what = "labels agree" if info.kind == "gopt" else "mask IoU"
     need = (MIN_LABEL_AGREEMENT if info.kind == "gopt" else MIN_MASK_IOU)[precision]
     print()
     for r in results:
         print(("  ok   " if r.value >= need else "  FAIL ") + r.line(what))
-    if all(r.value >= need for r in results):
-        print(f"within tolerance ({what} >= {100 * need:.0f}% with the fp32 model)")
+    within = all(r.value >= need for r in results)
+    if labelled is not None:
+        within = eval_miou(fp32, out, labelled, precision, eval_tolerance, progress) and within
+    if within:
+        print(f"within tolerance ({what} >= {100 * need:.0f}% with the fp32 model"
+              + (f"; mean IoU at most {eval_tolerance:g} points below it)" if labelled is not None else ")"))
         promote(out, final)
         print(f"checked: {final}")
         return 0

@@ -2,13 +2,16 @@
 
     python -m kernels.aot [--arch 80,86,87,89,90a,100a,120a] [--dtype fp32,fp16,bf16]
         [--groups 16,32,64,128,256] [--prompt-dim 32] [--kernels group_merge,group_merge_epilogue,prompt_inject]
-        [--out build/aot] [--jobs 1]
+        [--extra ARCHS:DTYPES:GROUPS[:KERNELS] ...] [--out build/aot] [--jobs 1]
 
 Compiles every kernel in every configuration the Triton dispatchers can choose for the GoPT
-presets (ViT-B / ViT-L: d = 32, C up to 256, batch 1 to 32, S from 196 tokens (224x224) to
-4096 (1024x1024)) with ``triton.compile(ASTSource(fn, signature, constexprs),
-target=GPUTarget("cuda", cc, 32))``, which needs no driver and no GPU; ptxas comes with the
-triton wheel. The tiles come from ``kernels.tiles``, the same table the dispatchers read.
+presets (ViT-B / ViT-L: d = 32, C up to 256, batch 1 to 32, S from 0 tokens (a dynamic
+shape's lower end; 196 at 224x224) to 4096 (1024x1024)) with
+``triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", cc, 32))``,
+which needs no driver and no GPU; ptxas comes with the triton wheel. ``--extra`` adds
+narrower sets to the same folder (one more target for one dtype, say), each as
+comma-separated targets, dtypes, group counts and optionally kernels. The tiles come from
+``kernels.tiles``, the same table the dispatchers read.
 Line info is left out (``TRITON_DISABLE_LINE_INFO=1``). Set ``TRITON_CACHE_DIR`` to reuse
 compiled kernels between runs.
 
@@ -72,9 +75,10 @@ import time
 from pathlib import Path
 
 FORMAT = 1
-# The GoPT presets the sweep covers: S in tokens (224x224 to 1024x1024 inputs at patch 16)
-# and the prompter width d; D (768 / 1024) never changes a build.
-TOKENS_RANGE = (196, 4096)
+# The GoPT presets the sweep covers: S in tokens (up to 1024x1024 inputs at patch 16; from 0,
+# since an engine's dynamic shapes and short token sets need the one-program merge too) and
+# the prompter width d; D (768 / 1024) never changes a build.
+TOKENS_RANGE = (0, 4096)
 PROMPT_DIM = 32
 GROUPS = (16, 32, 64, 128, 256)
 
@@ -112,7 +116,8 @@ KERNEL_NOTES = {
         "grid": ["B", "cdiv(S, TOKENS_PER_PROG)", "1"],
         "args": "a' [B,S,d] and c' [B,C,d] any strides (element strides); weights/biases contiguous; "
                 "out P [B,C,d] contiguous; assign_ptr unused (STORE_ASSIGN=0): pass out_ptr",
-        "workspace": "split = cdiv(S, TOKENS_PER_PROG); FUSED_EPILOGUE=1 when split == 1 (part_* unused: pass "
+        "workspace": "split = max(1, cdiv(S, TOKENS_PER_PROG)) (S = 0: evaluate the grid at S = 1; each sample's "
+                     "program then writes P = c' + o.bias); FUSED_EPILOGUE=1 when split == 1 (part_* unused: pass "
                      "out_ptr); else part_sum fp32 [B, split, C_PAD, DP] and part_cnt int32 [B, split, C_PAD], "
                      "then group_merge_epilogue with split",
     },
@@ -302,8 +307,20 @@ def compile_build(job: dict, out_dir: str) -> dict:
     return record
 
 
-def run(archs, dtypes, out_dir, groups=GROUPS, d=PROMPT_DIM, jobs=1, kernels=None, log=sys.stderr) -> dict:
-    """Compile the sweep into ``out_dir``; returns the manifest (also written there)."""
+def plan_all(archs, dtypes, groups=GROUPS, d=PROMPT_DIM, kernels=None, extra=()) -> list[dict]:
+    """The sweep plus each ``extra`` set ``(archs, dtypes, groups, kernels or None)``, every
+    build once."""
+    jobs = {}
+    for a, t, g, k in [(archs, dtypes, groups, kernels), *extra]:
+        for job in plan(a, t, g, d, kernels=k):
+            jobs.setdefault(build_stem(job), job)
+    return list(jobs.values())
+
+
+def run(archs, dtypes, out_dir, groups=GROUPS, d=PROMPT_DIM, jobs=1, kernels=None, log=sys.stderr,
+        extra=()) -> dict:
+    """Compile the sweep (and the ``extra`` sets, see ``plan_all``) into ``out_dir``; returns
+    the manifest (also written there)."""
     import triton
 
     from runtime.files import write_text_atomic
@@ -312,7 +329,8 @@ def run(archs, dtypes, out_dir, groups=GROUPS, d=PROMPT_DIM, jobs=1, kernels=Non
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    todo = plan(archs, dtypes, groups, d, kernels=kernels)
+    todo = plan_all(archs, dtypes, groups, d, kernels, extra)
+    archs = list(dict.fromkeys(j["arch"] for j in todo))
     records = []
     start = time.perf_counter()
     # compiler processes of their own: Triton's interpreter (TRITON_INTERPRET=1, as the tests
@@ -348,6 +366,20 @@ def _names(value: str, allowed, what: str) -> list[str]:
     return names
 
 
+def _extra(value: str, tiles) -> tuple:
+    """``ARCHS:DTYPES:GROUPS[:KERNELS]`` -> (archs, dtypes, groups, kernels or None)."""
+    parts = value.split(":")
+    if len(parts) not in (3, 4):
+        raise argparse.ArgumentTypeError(f"--extra must be ARCHS:DTYPES:GROUPS[:KERNELS], got {value!r}")
+    try:
+        groups = [int(c) for c in parts[2].split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--extra: group counts must be integers, got {parts[2]!r}") from None
+    kernels = _names(parts[3], tiles.KERNELS, "--extra kernels") if len(parts) == 4 else None
+    return (_names(parts[0], tiles.ARCHS, "--extra targets"), _names(parts[1], tiles.DTYPES, "--extra dtypes"),
+            groups, kernels)
+
+
 def main(argv=None) -> int:
     from . import tiles
 
@@ -357,18 +389,22 @@ def main(argv=None) -> int:
     p.add_argument("--groups", type=lambda v: [int(c) for c in v.split(",")], default=list(GROUPS),
                    help="group counts C to cover (each gives C_PAD = max(16, next power of two))")
     p.add_argument("--kernels", type=lambda v: _names(v, tiles.KERNELS, "--kernels"), default=list(tiles.KERNELS))
+    p.add_argument("--extra", type=lambda v: _extra(v, tiles), action="append", default=[],
+                   metavar="ARCHS:DTYPES:GROUPS[:KERNELS]",
+                   help="a further, narrower set of builds (repeatable), e.g. 86:fp16:16")
     p.add_argument("--prompt-dim", type=int, default=PROMPT_DIM, help="prompter width d")
     p.add_argument("--out", type=Path, default=Path("build/aot"))
     p.add_argument("--jobs", type=int, default=1, help="compiler processes (default 1)")
     args = p.parse_args(argv)
-    if not all(1 <= c <= tiles.MAX_C_PAD for c in args.groups):
+    if not all(1 <= c <= tiles.MAX_C_PAD for c in args.groups + [c for e in args.extra for c in e[2]]):
         p.error(f"--groups must be in [1, {tiles.MAX_C_PAD}], got {args.groups}")
     if args.prompt_dim not in (16, 32, 64, 128):
         p.error(f"--prompt-dim must be 16, 32, 64 or 128, got {args.prompt_dim}")
-    n = len(plan(args.arch, args.dtype, args.groups, args.prompt_dim, kernels=args.kernels))
-    print(f"kernels.aot: {n} builds for sm_{', sm_'.join(args.arch)} ({', '.join(args.dtype)}) into {args.out}",
-          file=sys.stderr)
-    manifest = run(args.arch, args.dtype, args.out, args.groups, args.prompt_dim, max(1, args.jobs), args.kernels)
+    n = len(plan_all(args.arch, args.dtype, args.groups, args.prompt_dim, args.kernels, args.extra))
+    archs = sorted({a for a in args.arch + [a for e in args.extra for a in e[0]]})
+    print(f"kernels.aot: {n} builds for sm_{', sm_'.join(archs)} into {args.out}", file=sys.stderr)
+    manifest = run(args.arch, args.dtype, args.out, args.groups, args.prompt_dim, max(1, args.jobs), args.kernels,
+                   extra=args.extra)
     for record in manifest["rejected"]:
         print(f"kernels.aot: {build_stem(record)}: {record['problem']}", file=sys.stderr)
     print(f"kernels.aot: {len(manifest['builds'])} builds, {len(manifest['rejected'])} rejected, "

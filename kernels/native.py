@@ -6,7 +6,9 @@ on PyTorch CUDA tensors: the way to test and time the native launch path from Py
     out = lib.prompt_inject(f, P, down_w, ...)
 
 Calls are queued on PyTorch's current stream. Errors raise ``NativeKernelError`` with the
-library's ``gopt_last_error()`` text.
+library's ``gopt_last_error()`` text. ``lib.can_run("group_merge", torch.float16, B, S, C, d)``
+asks whether the library has a build for the current device (``gopt_can_run``).
+``group_merge_args`` / ``prompt_inject_args`` pack the C structs from tensors.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ BUILD_DIR = Path(__file__).resolve().parents[1] / "build"
 STATUS = {0: "OK", 1: "INVALID_ARG", 2: "UNSUPPORTED", 3: "NO_DRIVER", 4: "NO_KERNEL_FOR_ARCH", 5: "CUDA_ERROR",
           6: "WORKSPACE_TOO_SMALL"}
 DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
+KERNELS = {"group_merge": 0, "prompt_inject": 1}  # gopt_kernel
 
 _ptr, _i64 = ctypes.c_void_p, ctypes.c_int64
 
@@ -63,7 +66,38 @@ def open_library(path=None) -> ctypes.CDLL:
     lib.gopt_group_merge_workspace_size.argtypes = [_i64] * 4
     lib.gopt_group_merge.argtypes = [ctypes.POINTER(GroupMergeArgs), _ptr, ctypes.c_size_t, _ptr]
     lib.gopt_prompt_inject.argtypes = [ctypes.POINTER(PromptInjectArgs), _ptr]
+    lib.gopt_can_run.argtypes = [ctypes.c_int, ctypes.c_int] + [_i64] * 5
     return lib
+
+
+def dtype_code(t) -> int:
+    """gopt_dtype of a tensor or torch dtype."""
+    name = str(getattr(t, "dtype", t)).replace("torch.", "")
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {name}")
+    return DTYPES[name]
+
+
+def _address(t) -> int:
+    return t.data_ptr() if t.numel() else 0  # an empty tensor may be passed as NULL
+
+
+def group_merge_args(a, c, weights, out) -> GroupMergeArgs:
+    """``gopt_group_merge_args`` for a' [B, S, d], c' [B, C, d] (any strides), the eight
+    contiguous cup weights and biases (q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b) and P."""
+    B, S, d = a.shape
+    return GroupMergeArgs(ctypes.sizeof(GroupMergeArgs), dtype_code(a), B, S, c.shape[1], d,
+                          _address(a), (_i64 * 3)(*a.stride()), _address(c), (_i64 * 3)(*c.stride()),
+                          *(_address(t) for t in weights), _address(out))
+
+
+def prompt_inject_args(f, P, weights, out) -> PromptInjectArgs:
+    """``gopt_prompt_inject_args`` for f [B, S, D], P [B, C, d] (any strides), the twelve
+    contiguous acp weights and biases (down_w, down_b, q_w, ..., o_b, up_w, up_b) and the output."""
+    B, S, D = f.shape
+    return PromptInjectArgs(ctypes.sizeof(PromptInjectArgs), dtype_code(f), B, S, D, P.shape[1], P.shape[2],
+                            _address(f), (_i64 * 3)(*f.stride()), _address(P), (_i64 * 3)(*P.stride()),
+                            *(_address(t) for t in weights), _address(out))
 
 
 class NativeKernels:
@@ -79,12 +113,10 @@ class NativeKernels:
         if status != 0:
             raise NativeKernelError(status, self.last_error())
 
-    @staticmethod
-    def _dtype(t) -> int:
-        name = str(t.dtype).replace("torch.", "")
-        if name not in DTYPES:
-            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {t.dtype}")
-        return DTYPES[name]
+    def can_run(self, kernel: str, dtype, B=-1, S=-1, C=-1, d=-1, D=-1) -> bool:
+        """Whether ``kernel`` ("group_merge" / "prompt_inject") runs in ``dtype`` on the current
+        device for these sizes (-1: any); ``last_error()`` says why not."""
+        return self.lib.gopt_can_run(KERNELS[kernel], dtype_code(dtype), B, S, C, d, D) == 0
 
     @staticmethod
     def _stream():
@@ -99,9 +131,7 @@ class NativeKernels:
         C = c.shape[1]
         weights = [t.contiguous() for t in (q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b)]
         out = torch.empty((B, C, d), dtype=a.dtype, device=a.device)
-        args = GroupMergeArgs(ctypes.sizeof(GroupMergeArgs), self._dtype(a), B, S, C, d,
-                              a.data_ptr(), (_i64 * 3)(*a.stride()), c.data_ptr(), (_i64 * 3)(*c.stride()),
-                              *(t.data_ptr() for t in weights), out.data_ptr())
+        args = group_merge_args(a, c, weights, out)
         nbytes = self.lib.gopt_group_merge_workspace_size(B, S, C, d)
         workspace = torch.empty(nbytes, dtype=torch.uint8, device=a.device) if nbytes else None
         self._check(self.lib.gopt_group_merge(ctypes.byref(args), workspace.data_ptr() if nbytes else None, nbytes,
@@ -111,12 +141,8 @@ class NativeKernels:
     def prompt_inject(self, f, P, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, up_w, up_b):
         import torch
 
-        B, S, D = f.shape
-        C, d = P.shape[1], P.shape[2]
         weights = [t.contiguous() for t in (down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, up_w, up_b)]
-        out = torch.empty((B, S, D), dtype=f.dtype, device=f.device)
-        args = PromptInjectArgs(ctypes.sizeof(PromptInjectArgs), self._dtype(f), B, S, D, C, d,
-                                f.data_ptr(), (_i64 * 3)(*f.stride()), P.data_ptr(), (_i64 * 3)(*P.stride()),
-                                *(t.data_ptr() for t in weights), out.data_ptr())
+        out = torch.empty(f.shape, dtype=f.dtype, device=f.device)
+        args = prompt_inject_args(f, P, weights, out)
         self._check(self.lib.gopt_prompt_inject(ctypes.byref(args), self._stream()))
         return out

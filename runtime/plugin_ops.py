@@ -23,6 +23,8 @@ import os
 import threading
 from pathlib import Path
 
+from .files import file_sha256
+
 DOMAIN = "ai.onnx.contrib"
 NAMESPACE = "gopt"
 VERSION = "1"
@@ -86,7 +88,7 @@ def session_options(opts, plugins) -> None:
 PLUGIN_LIBRARY = "libgopt_trt_plugins.so"
 PLUGIN_LIBRARY_ENV = "GOPT_PLUGIN_LIB"
 _BUILD_DIR = Path(__file__).resolve().parents[1] / "build"  # where `cmake -S . -B build` puts it
-_loaded: dict[str, object] = {}
+_loaded: dict[str, tuple[Path, object]] = {}  # SHA-256 -> (path, TensorRT's handle)
 _load_lock = threading.Lock()
 
 
@@ -110,15 +112,21 @@ def missing_library_hint() -> str:
 
 
 def load_plugin_library(trt, path) -> None:
-    """Register the plugins of ``path`` with TensorRT's plugin registry (once per process per
-    library: the registry refuses a second registration of the same plugins)."""
-    key = str(Path(path).resolve())
+    """Register the plugins of ``path`` with TensorRT's plugin registry, once per process per
+    library, told by its SHA-256: TensorRT refuses to register the same plugins twice, so a
+    copy of a library already loaded (the build folder's, shipped beside an engine) is not
+    loaded again, and another build of the library cannot be loaded beside the first."""
+    path = Path(path)
     with _load_lock:
-        if key in _loaded:
-            return
-        if not Path(path).is_file():
+        if not path.is_file():
             raise FileNotFoundError(f"{path}: no such plugin library; {missing_library_hint()}")
-        handle = trt.get_plugin_registry().load_library(key)
+        digest = file_sha256(path)
+        if digest in _loaded:
+            return
+        handle = trt.get_plugin_registry().load_library(str(path.resolve()))
         if handle is None:
-            raise RuntimeError(f"{path}: TensorRT could not load the plugin library (see its message above)")
-        _loaded[key] = handle
+            loaded = [str(p) for p, _ in _loaded.values()]
+            why = (f"; {loaded[0]} is already loaded in this process, another build of it with the same plugins, "
+                   "and TensorRT registers a plugin once per process" if loaded else " (see its message above)")
+            raise RuntimeError(f"{path}: TensorRT could not load the plugin library{why}")
+        _loaded[digest] = (path, handle)

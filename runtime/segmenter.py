@@ -146,18 +146,21 @@ class Segmenter:
     def _infer_gopt(self, rgbs: list[np.ndarray], auxs: list[np.ndarray], want_logits: bool):
         fixed = self._batch_limits()
         n = len(rgbs)
-        # A fixed batch, else the engine profile's maximum (TensorRT), else everything at once.
-        step = fixed or getattr(self.graphs["gopt"], "max_batch", None) or n
+        graph = self.graphs["gopt"]
+        # A fixed batch, else the engine profile's maximum (TensorRT), else everything at once;
+        # fewer frames than the graph takes (a fixed batch, the profile's minimum) are padded.
+        step = fixed or getattr(graph, "max_batch", None) or n
+        least = fixed or getattr(graph, "min_batch", None) or 1
         # Files that do not flag non-finite logits in their labels: fetch the logits to check them.
         fetch_logits = want_logits or self.info.nonfinite_label is None
         labels, logits = [], []
         for start in range(0, n, step):
             x, a = np.concatenate(rgbs[start:start + step]), np.concatenate(auxs[start:start + step])
             used = len(x)
-            if fixed and used < fixed:  # a fixed-batch graph: pad with copies of the last frame
-                x = np.concatenate([x, np.repeat(x[-1:], fixed - used, 0)])
-                a = np.concatenate([a, np.repeat(a[-1:], fixed - used, 0)])
-            out = self.graphs["gopt"].infer({"rgb": x, "aux": a}, ["labels", "logits"] if fetch_logits else ["labels"])
+            if used < least:  # pad with copies of the last frame
+                x = np.concatenate([x, np.repeat(x[-1:], least - used, 0)])
+                a = np.concatenate([a, np.repeat(a[-1:], least - used, 0)])
+            out = graph.infer({"rgb": x, "aux": a}, ["labels", "logits"] if fetch_logits else ["labels"])
             for i in range(used):
                 where = f" (frame {start + i} of the batch)" if n > 1 else ""
                 check_gopt_frame(out["labels"][i], out["logits"][i] if fetch_logits else None, self.info,

@@ -185,11 +185,22 @@ def read_engine(path, sidecar: EngineSidecar) -> bytes:
     return data
 
 
+def batch_sizes(info: ModelInfo, profiles: dict, bound: str) -> list[int]:
+    """The profile's ``bound`` ("min" / "max") of every input's batch axis."""
+    return [profiles[spec.name][bound][axis] for spec in info.inputs
+            for axis, label in spec.dynamic_axes().items() if label == "batch"]
+
+
 def max_batch(info: ModelInfo, profiles: dict) -> int | None:
     """The largest batch the engine's profile allows (None when no input has a batch axis)."""
-    sizes = [profiles[spec.name]["max"][axis] for spec in info.inputs
-             for axis, label in spec.dynamic_axes().items() if label == "batch"]
+    sizes = batch_sizes(info, profiles, "max")
     return min(sizes) if sizes else None
+
+
+def min_batch(info: ModelInfo, profiles: dict) -> int | None:
+    """The smallest batch the engine's profile allows (None when no input has a batch axis)."""
+    sizes = batch_sizes(info, profiles, "min")
+    return max(sizes) if sizes else None
 
 
 def check_profile_shapes(profiles: dict, feeds: dict) -> None:
@@ -357,6 +368,7 @@ class TensorRTBackend(Backend):
         self.cuda_graph = bool(cuda_graph)
         self.profiles = self.sidecar.profiles
         self.max_batch = max_batch(self.info, self.profiles)
+        self.min_batch = min_batch(self.info, self.profiles)  # smaller batches must be padded up to it
         self.precision = self.sidecar.precision
         self.buffers: dict[str, IOBuffer] = {}
         self.stream = self.graph = None

@@ -14,6 +14,7 @@ from export.frame_input import default_frame_input
 from models import save_gopt
 from runtime import Segmenter
 from runtime.metadata import read_onnx_info
+from simulated.environment import trt_env  # noqa: F401  (the fixture)
 
 SIZE = (96, 128)  # the real frames are downscaled to this before they reach the runtime
 
@@ -141,3 +142,22 @@ def test_cli(models, tmp_path, capsys):
     assert read_onnx_info(out).frame_input["color_order"] == "rgb"
     with pytest.raises(ValueError, match="depth frames are uint16"):
         default_frame_input("depth", aux_dtype="uint8")
+
+
+def test_raw_frame_engines(models, trt_env, tmp_path):
+    """uint8 frames (and 16-bit thermal as its bytes) into a TensorRT engine: the same labels as
+    ONNX Runtime on the same file (simulated TensorRT: the same graph; on a GPU: 99%)."""
+    from export.tensorrt import run as build
+
+    cases = [("thermal_rgb16", real_pairs("thermal"), lambda rgb, aux: (rgb[..., ::-1].copy(),
+                                                                          aux.astype(np.uint16) * 257)),
+             ("depth_frames", real_pairs("depth"), lambda rgb, aux: (rgb, aux))]
+    for name, pairs, to_frames in cases:
+        engine = tmp_path / f"{name}.engine"
+        assert build([str(models[name]), "-o", str(engine)]) == 0
+        kw = {"color_order": "rgb"} if name == "thermal_rgb16" else {}
+        with Segmenter(models[name], device="cpu", **kw) as onnx_seg, Segmenter(engine, **kw) as trt_seg:
+            for rgb, aux in pairs:
+                frames = to_frames(rgb, aux)
+                agreement = (trt_seg.run(*frames) == onnx_seg.run(*frames)).mean()
+                assert agreement >= (1.0 if trt_env.simulated else 0.99), (name, agreement)

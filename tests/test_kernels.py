@@ -32,6 +32,7 @@ from kernels.prompt_inject_triton import _prompt_inject, prompt_inject_triton  #
 from kernels.reference import (cross_attend, group_logits, group_merge_reference, merge_groups,  # noqa: E402
                                one_hot, prompt_inject_reference)
 from models import GoPT, GoPTConfig  # noqa: E402
+from tolerances import assert_outputs_close  # noqa: E402
 
 gm_mod = importlib.import_module("kernels.group_merge_triton")
 pi_mod = importlib.import_module("kernels.prompt_inject_triton")
@@ -48,26 +49,6 @@ DTYPES = [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=needs
 # reference's by a few ulps of that scale (~1e-6 relative), so 1e-4 is a wide bound.
 TIE_MARGIN = 1e-4
 MIN_AGREEMENT = 0.99
-
-
-def assert_outputs_close(out, ref, dtype):
-    """fp32: max |out - ref| <= 1e-5 x max |ref| (fp32 rounding of reordered sums of d..D terms).
-    fp16 / bf16: both sides round the same fp32 value, computed in a different order, to the
-    output dtype, so each element may differ by one unit in the last place of the output dtype
-    (2^-10 relative for fp16, 2^-7 for bf16) plus the fp32 error (1e-5 / 1e-4 of max |ref| for
-    fp16 / bf16, bf16 adding the 2^-17 residual of the kernels' hi/lo split products)."""
-    assert out.dtype == ref.dtype and out.shape == ref.shape
-    out, ref = out.float(), ref.float()
-    scale = ref.abs().max().clamp(min=1.0)
-    err = (out - ref).abs()
-    if dtype == torch.float32:
-        assert err.max() <= 1e-5 * scale, f"max abs error {err.max():.3g} (scale {scale:.3g})"
-    else:
-        ulp, atol = {torch.float16: (2.0 ** -10, 1e-5), torch.bfloat16: (2.0 ** -7, 1e-4)}[dtype]
-        bound = ulp * ref.abs() + atol * scale
-        worst = (err - bound).argmax()
-        assert (err <= bound).all(), (f"{int((err > bound).sum())} elements out of tolerance, worst "
-                                      f"{out.flatten()[worst]:.6g} vs {ref.flatten()[worst]:.6g}")
 
 
 def assert_assignments(got, logits):

@@ -1,8 +1,13 @@
-"""A fused GoPT graph on the TensorRT path, as far as it goes without TensorRT: the builder
-insists on the plugin library and records its SHA-256 in the engine's sidecar; the TensorRT
-backend finds the library (beside the engine, $GOPT_PLUGIN_LIB) and refuses a missing or
-different one with a clear error, before TensorRT is imported."""
+"""A fused GoPT graph on the TensorRT path: the builder insists on the plugin library and records
+its SHA-256 in the engine's sidecar; the TensorRT backend finds the library (beside the engine,
+$GOPT_PLUGIN_LIB) and refuses a missing or different one with a clear error, before TensorRT is
+imported. Built and run on the simulated TensorRT (tests/simulated: the plugin layers run as the
+project's ONNX Runtime custom ops) and on TensorRT with a GPU and the built library where present."""
 import hashlib
+import shutil
+
+import numpy as np
+import onnxruntime as ort
 
 import pytest
 
@@ -14,6 +19,7 @@ from models import save_gopt
 from runtime import plugin_ops
 from runtime.metadata import ModelFileError
 from runtime.trt_backend import TensorRTBackend, engine_plugin_library, read_sidecar, write_sidecar
+from simulated.environment import trt_env  # noqa: F401  (the fixture)
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +86,70 @@ def test_plugins_flag_on_a_standard_graph_is_only_a_warning(tmp_path):
     assert onnx_run(onnx_args([str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.onnx"), "--no-check"])) == 0
     plan = make_plan(parse_args([str(tmp_path / "m.onnx"), "--plugins", str(tmp_path / "lib.so")]))
     assert plan.plugins is None and any("no custom nodes" in w for w in plan.warnings)
+
+
+def plugin_library(trt_env, folder, content=b"stand-in for libgopt_trt_plugins.so"):
+    """The plugin library to build with: on the simulation a file it treats as the library (the
+    creators of native/plugins), on a GPU the built one."""
+    if not trt_env.simulated:
+        built = plugin_ops.find_plugin_library()
+        if built is None or not built.is_file():
+            pytest.skip(f"no {plugin_ops.PLUGIN_LIBRARY} built; {plugin_ops.missing_library_hint()}")
+        return built
+    library = folder / plugin_ops.PLUGIN_LIBRARY
+    library.parent.mkdir(parents=True, exist_ok=True)
+    library.write_bytes(content)
+    trt_env.declare_plugin_library(library)
+    return library
+
+
+def test_fused_engine_runs_with_the_library_shipped_beside_it(trt_env, fused_onnx, tmp_path, monkeypatch):
+    """Built with the build folder's library, run in the same process with its copy shipped beside
+    the engine: one library, loaded once (TensorRT refuses to register the same plugins twice);
+    the plugin layers give what ONNX Runtime gives with the project's custom ops."""
+    monkeypatch.delenv(plugin_ops.PLUGIN_LIBRARY_ENV, raising=False)
+    library = plugin_library(trt_env, tmp_path / "build")
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    assert run([str(fused_onnx), "--plugins", str(library), "-o", str(deploy / "m.engine"), "--max-batch", "2"]) == 0
+    shutil.copy(library, deploy / plugin_ops.PLUGIN_LIBRARY)
+    rng = np.random.default_rng(0)
+    feeds = {"rgb": rng.standard_normal((2, 3, 32, 48), dtype=np.float32),
+             "aux": rng.standard_normal((2, 1, 32, 48), dtype=np.float32)}
+    with TensorRTBackend(deploy / "m.engine") as backend:
+        out = backend.infer(feeds)
+    opts = ort.SessionOptions()
+    plugin_ops.session_options(opts, plugin_ops.PLUGINS)
+    ref_logits, ref_labels = ort.InferenceSession(str(fused_onnx), opts, providers=["CPUExecutionProvider"]).run(
+        ["logits", "labels"], feeds)
+    assert np.abs(out["logits"] - ref_logits).max() <= 1e-3 * max(1.0, np.abs(ref_logits).max())
+    assert (out["labels"] == ref_labels).mean() >= 0.99
+
+
+def test_another_build_of_the_library_in_the_same_process_is_a_clear_error(trt_env, fused_onnx, tmp_path, capsys):
+    """TensorRT registers a plugin once per process: a second, different library with the same
+    plugins cannot be loaded, and the error says which one is loaded already."""
+    if not trt_env.simulated:
+        pytest.skip("needs two builds of the plugin library")
+    first = plugin_library(trt_env, tmp_path / "a", b"plugin library, one build")
+    second = plugin_library(trt_env, tmp_path / "b", b"plugin library, another build")
+    assert run([str(fused_onnx), "--plugins", str(first), "-o", str(tmp_path / "a.engine")]) == 0
+    capsys.readouterr()
+    assert run([str(fused_onnx), "--plugins", str(second), "-o", str(tmp_path / "b.engine")]) == 1
+    err = capsys.readouterr().err
+    assert f"{first} is already loaded in this process" in err, err
+
+
+def test_a_library_without_the_graphs_plugins_fails_in_the_parser(trt_env, fused_onnx, tmp_path, capsys):
+    """TensorRT's parser names each node it has no plugin for; exit status 1."""
+    if not trt_env.simulated:
+        pytest.skip("needs a plugin library without the GoPT plugins")
+    library = tmp_path / plugin_ops.PLUGIN_LIBRARY
+    library.write_bytes(b"a library of other plugins")
+    trt_env.libraries.declare(library, [("SomethingElse", "1", "gopt")])
+    assert run([str(fused_onnx), "--plugins", str(library), "-o", str(tmp_path / "m.engine")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"error: TensorRT cannot parse {fused_onnx}"
+    nodes = [line for line in err if line.startswith("error: ") and "GoptGroupMerge" in line]
+    assert nodes and all(" (node " in line and "op GoptGroupMerge)" in line for line in nodes)
+    assert not (tmp_path / "m.engine").exists()

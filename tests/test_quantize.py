@@ -17,6 +17,7 @@ from export.quantize import (QUANTIZED_OPS, bundled_frames, check, choose_target
                              nonzero_zero_points, run)
 from runtime import Segmenter
 from runtime.metadata import read_onnx_info
+from simulated.environment import trt_env  # noqa: F401  (the fixture)
 
 SIZE = (96, 128)
 
@@ -186,6 +187,23 @@ def test_linear_layers_run_as_integer_kernels_in_onnx_runtime(quantized, tmp_pat
     a, b = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
             for p in (fp32, tmp_path / "matmul.onnx"))
     assert np.abs(a - b).max() <= 1e-5
+
+
+def test_int8_model_on_the_tensorrt_path(quantized, trt_env, tmp_path):
+    """The Q/DQ model builds as it is (strongly typed: its Q/DQ nodes set the precision) into an
+    INT8 engine whose labels are ONNX Runtime's on the same model (simulated: the same graph)."""
+    from export.tensorrt import run as build
+    from runtime.trt_backend import read_sidecar
+
+    _, int8 = quantized
+    engine = tmp_path / "tiny.int8.engine"
+    assert build([str(int8), "-o", str(engine)]) == 0
+    assert read_sidecar(engine).precision == "int8"
+    _, rgb, aux = bundled_frames(read_onnx_info(int8))[0]
+    want = Segmenter(int8).run(rgb, aux)
+    with Segmenter(engine) as seg:
+        assert seg.info.precision == "int8"
+        assert (seg.run(rgb, aux) == want).mean() >= (1.0 if trt_env.simulated else 0.95)
 
 
 # ---- dynamic INT8 for ONNX Runtime ----------------------------------------------------------------

@@ -1,11 +1,13 @@
 """TensorRT: the engine builder's command line, profiles from metadata, the sidecar JSON and
 its checks, the half-precision model --fp16 / --bf16 write before a strongly typed build, and the
-backend's errors before TensorRT runs. Engine builds and inference need TensorRT (10.3 to 11.x)
-and a CUDA GPU and are skipped without them."""
+backend's errors before TensorRT runs. Engine builds and inference run on the simulated TensorRT
+10.3 / 10.16 / 11.1 and CUDA runtime (tests/simulated: host code only, no GPU) and, where they are
+installed, on TensorRT and a CUDA GPU; each test's id says which."""
 import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -24,6 +26,7 @@ from runtime.metadata import ModelFileError, ModelInfo, TensorSpec, gopt_model_i
 from runtime.trt_backend import (TENSORRT_MISSING, tensorrt_version_supported, BackendUnavailable, EngineSidecar, TensorRTBackend,
                                  check_profile_shapes, check_sidecar, cuda_device, import_cudart, import_tensorrt,
                                  max_batch, read_engine, read_sidecar, sidecar_path, write_sidecar)
+from simulated.environment import trt_env  # noqa: F401  (the fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -40,14 +43,14 @@ def what_is_missing() -> str | None:
 
 
 MISSING = what_is_missing()
-needs_gpu = pytest.mark.skipif(MISSING is not None, reason=f"needs TensorRT 10.3-11.x and a CUDA GPU: {MISSING}")
 
 H, W, K = 8, 12, 3
 
 
 def gopt_info(batch="batch", precision="fp32") -> ModelInfo:
     cfg = dict(img_size=[H, W], num_classes=K, aux_channels=1, embed_dim=8, depth=1, modality="thermal",
-               class_names=["road", "car", "person"])
+               class_names=["road", "car", "person"], rgb_mean=[0.485, 0.456, 0.406], rgb_std=[0.229, 0.224, 0.225],
+               aux_mean=[0.5], aux_std=[0.25])
     return gopt_model_info(cfg, batch, precision, versions={"onnx": onnx.__version__})
 
 
@@ -409,15 +412,9 @@ def test_backend_refuses_engine_that_is_not_the_sidecars(tmp_path):
 
 
 def test_backend_on_this_machine(tmp_path):
-    """Sidecar and engine bytes agree: what is missing here is reported (TensorRT first);
-    where everything is present, the bytes are not an engine and TensorRT says so."""
+    """Sidecar and engine bytes agree: what is missing here is reported (TensorRT first)."""
     if MISSING is None:
-        trt = import_tensorrt()
-        _, capability = cuda_device(import_cudart(), 0)
-        engine, _ = make_sidecar(tmp_path, version=trt.__version__, capability=capability)
-        with pytest.raises(ModelFileError, match="corrupt engine"):
-            TensorRTBackend(engine)
-        return
+        pytest.skip("TensorRT and a CUDA GPU are present: test_backend_refuses_bytes_that_are_not_an_engine runs there")
     engine, _ = make_sidecar(tmp_path)
     with pytest.raises(ValueError) as e:
         TensorRTBackend(engine)
@@ -429,22 +426,37 @@ def test_backend_on_this_machine(tmp_path):
         TensorRTBackend(engine, device="cpu")
 
 
-# ---- on a GPU ----------------------------------------------------------------------------------------
+# ---- on TensorRT: simulated (every machine) and on a GPU (where TensorRT and a GPU are) ------------------
+# ``trt_env`` runs each test on the simulated TensorRT 10.3 / 10.16 / 11.1 and CUDA runtime
+# (tests/simulated: the engine is the ONNX model run by ONNX Runtime on the CPU, device memory is
+# host memory) and on the real TensorRT with a GPU when both are installed; the test id says which.
+
 
 def build_engine(onnx_path, engine, *extra):
     assert run([str(onnx_path), "-o", str(engine), *map(str, extra)]) == 0
     return engine
 
 
-@needs_gpu
-def test_engine_matches_onnxruntime_on_tiny_gopt(tmp_path):
-    """A tiny GoPT through the real exporter, then TensorRT fp32 / fp16 / bf16 (strongly typed) vs ONNX Runtime."""
+def test_backend_refuses_bytes_that_are_not_an_engine(trt_env, tmp_path):
+    """Sidecar and engine bytes agree, but the bytes are not an engine: TensorRT says so."""
+    _, capability = cuda_device(import_cudart(), 0)
+    engine, _ = make_sidecar(tmp_path, version=trt_env.trt.__version__, capability=capability)
+    with pytest.raises(ModelFileError, match="corrupt engine"):
+        TensorRTBackend(engine)
+    if trt_env.simulated:  # nothing stays allocated after the failed constructor
+        assert trt_env.cuda.live() == [] and sorted(trt_env.cuda.streams) == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def exported_tiny_gopt(tmp_path_factory):
+    """A tiny GoPT through the real exporter (dynamic batch), once for the module."""
     import torch
 
     from export.onnx import parse_args as onnx_args
     from export.onnx import run as export_onnx
     from models import GoPT, GoPTConfig, save_gopt
 
+    folder = tmp_path_factory.mktemp("tiny_gopt_trt")
     cfg = GoPTConfig(embed_dim=64, depth=2, num_heads=2, num_classes=5, aux_channels=1, img_size=(32, 48),
                      prompt_dim=16, class_names=list("abcde"))
     model = GoPT(cfg)
@@ -453,32 +465,40 @@ def test_engine_matches_onnxruntime_on_tiny_gopt(tmp_path):
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     model.backbone.refresh_pos_embed()
-    save_gopt(model.eval(), tmp_path / "tiny.pt")
-    onnx_path = tmp_path / "tiny.onnx"
-    assert export_onnx(onnx_args([str(tmp_path / "tiny.pt"), "-o", str(onnx_path), "--dynamic-batch",
+    save_gopt(model.eval(), folder / "tiny.pt")
+    onnx_path = folder / "tiny.onnx"
+    assert export_onnx(onnx_args([str(folder / "tiny.pt"), "-o", str(onnx_path), "--dynamic-batch",
                                   "--no-check"])) == 0
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return onnx_path
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_engine_matches_onnxruntime_on_tiny_gopt(trt_env, exported_tiny_gopt, precision, tmp_path):
+    """The tiny GoPT built fp32 / fp16 / bf16 (strongly typed) vs ONNX Runtime fp32."""
+    if precision == "bf16" and trt_env.simulated:
+        pytest.skip("simulated engines run in ONNX Runtime on the CPU, which has no bf16 convolution")
+    session = ort.InferenceSession(str(exported_tiny_gopt), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(3)
-    for precision, extra in (("fp32", []), ("fp16", ["--fp16"]), ("bf16", ["--bf16"])):
-        engine = build_engine(onnx_path, tmp_path / f"tiny.{precision}.engine", "--max-batch", 4, *extra)
-        with TensorRTBackend(engine) as backend:
-            assert backend.info.precision == precision and backend.max_batch == 4
-            for batch in (1, 3):
-                feeds = {"rgb": rng.standard_normal((batch, 3, 32, 48), dtype=np.float32),
-                         "aux": rng.standard_normal((batch, 1, 32, 48), dtype=np.float32)}
-                ref_logits, ref_labels = session.run(["logits", "labels"], feeds)
-                out = backend.infer(feeds)
-                assert out["logits"].shape == ref_logits.shape and out["labels"].dtype == np.uint8
-                agreement = (out["labels"] == ref_labels).mean()
-                if precision == "fp32":  # TF32 matmuls: close, not bit-equal
-                    assert np.abs(out["logits"] - ref_logits).max() <= 1e-2 * max(1.0, np.abs(ref_logits).max())
-                    assert agreement >= 0.995
-                else:
-                    assert agreement >= (0.99 if precision == "fp16" else 0.97)  # bf16: 8-bit mantissa
+    extra = [] if precision == "fp32" else [f"--{precision}"]
+    shutil.copy(exported_tiny_gopt, tmp_path / "tiny.onnx")  # --fp16 writes its model beside the source
+    engine = build_engine(tmp_path / "tiny.onnx", tmp_path / f"tiny.{precision}.engine", "--max-batch", 4, *extra)
+    with TensorRTBackend(engine) as backend:
+        assert backend.info.precision == precision and backend.max_batch == 4
+        for batch in (1, 3):
+            feeds = {"rgb": rng.standard_normal((batch, 3, 32, 48), dtype=np.float32),
+                     "aux": rng.standard_normal((batch, 1, 32, 48), dtype=np.float32)}
+            ref_logits, ref_labels = session.run(["logits", "labels"], feeds)
+            out = backend.infer(feeds)
+            assert out["logits"].shape == ref_logits.shape and out["labels"].dtype == np.uint8
+            agreement = (out["labels"] == ref_labels).mean()
+            if precision == "fp32":  # TF32 matmuls: close, not bit-equal
+                assert np.abs(out["logits"] - ref_logits).max() <= 1e-2 * max(1.0, np.abs(ref_logits).max())
+                assert agreement >= 0.995
+            else:
+                assert agreement >= (0.99 if precision == "fp16" else 0.97)  # bf16: 8-bit mantissa
 
 
-@needs_gpu
-def test_backend_io_cuda_graph_and_limits(tmp_path):
+def test_backend_io_cuda_graph_and_limits(trt_env, tmp_path):
     model = tiny_gopt_onnx(tmp_path / "tiny.onnx")
     cache = tmp_path / "timing.cache"
     engine = build_engine(model, tmp_path / "tiny.engine", "--max-batch", 4, "--timing-cache", cache)
@@ -511,6 +531,8 @@ def test_backend_io_cuda_graph_and_limits(tmp_path):
             assert np.abs(out["logits"] - ref_logits).max() <= 1e-3
             assert (out["labels"] == ref_labels).all()
         assert (second["labels"] == ref_labels).all()
+        z = feeds(2)  # same shapes, new values: the replayed graph reads the new inputs
+        assert (backend.infer(z)["labels"] == session.run(["labels"], z)[0]).all()
         y = feeds(3)
         assert (backend.infer(y)["labels"] == session.run(["labels"], y)[0]).all()
         assert backend.graph is None  # new shape: graph dropped
@@ -524,10 +546,12 @@ def test_backend_io_cuda_graph_and_limits(tmp_path):
         backend.infer(x)
         backend.infer(x)
         assert backend.graph is None
+    if trt_env.simulated:  # everything the backends allocated is back
+        cuda = trt_env.cuda
+        assert cuda.live() == [] and sorted(cuda.streams) == [0, 1] and not cuda.graphs and not cuda.execs
 
 
-@needs_gpu
-def test_engine_refused_by_another_tensorrt_version(tmp_path):
+def test_engine_refused_by_another_tensorrt_version(trt_env, tmp_path):
     model = tiny_gopt_onnx(tmp_path / "tiny.onnx")
     engine = build_engine(model, tmp_path / "tiny.engine")
     path = sidecar_path(engine)

@@ -16,7 +16,14 @@
  *   prompt inject (eq. 11-14, 3):  f [B,S,D], P [B,C,d] -> f * (1 + up(p)) [B,S,D]
  * d must be 16, 32, 64 or 128 (and one the library was built for), 1 <= C <= 256.
  * Activations may have any element strides; weights, biases and outputs are contiguous.
- * All tensors of one call share one dtype. Sizes and strides must fit in int32.
+ * All tensors of one call share one dtype. Sizes and strides must fit in int32, and so
+ * must the element offsets the kernels form in int32 (c' and P, B*C*d, the workspace).
+ * Empty inputs: B = 0 launches nothing; S = 0 gives P = c' + o.bias (group merge, every
+ * group empty) and an empty output (prompt inject), as the reference does. Pointers to
+ * empty tensors may be NULL.
+ *
+ * Needs a CUDA 12.0 or newer driver. Kernels are loaded into a context on first use and
+ * cached per context (cuCtxGetId), a bounded number of them.
  *
  * Thread safety: every function may be called from several threads at once. The error
  * text of gopt_last_error() is per thread.
@@ -36,7 +43,7 @@ extern "C" {
 typedef enum {
     GOPT_OK = 0,
     GOPT_INVALID_ARG = 1,          /* a null pointer, a bad size or stride, a struct of the wrong size */
-    GOPT_UNSUPPORTED = 2,          /* d not in {16,32,64,128}, C > 256, sizes beyond int32 */
+    GOPT_UNSUPPORTED = 2,          /* d not in {16,32,64,128}, C > 256, sizes beyond int32 or the grid limits */
     GOPT_NO_DRIVER = 3,            /* libcuda.so.1 cannot be opened or initialised */
     GOPT_NO_KERNEL_FOR_ARCH = 4,   /* no cubin or PTX for this GPU, dtype, d and C */
     GOPT_CUDA_ERROR = 5,           /* a CUDA driver call failed (module load, launch) */
@@ -44,6 +51,8 @@ typedef enum {
 } gopt_status;
 
 typedef enum { GOPT_FLOAT32 = 0, GOPT_FLOAT16 = 1, GOPT_BFLOAT16 = 2 } gopt_dtype;
+
+typedef enum { GOPT_GROUP_MERGE = 0, GOPT_PROMPT_INJECT = 1 } gopt_kernel;
 
 typedef struct CUstream_st *gopt_stream; /* == CUstream == cudaStream_t */
 
@@ -82,6 +91,13 @@ const char *gopt_last_error(void);
 /* Device bytes gopt_group_merge needs as workspace for these sizes (0 when S fits one
  * program per sample); an upper bound for every GPU and dtype the library serves. */
 size_t gopt_group_merge_workspace_size(int64_t B, int64_t S, int64_t C, int64_t d);
+
+/* Whether this library can run `kernel` (gopt_kernel) in `dtype` on the calling thread's
+ * current device (device 0 when no context is current) with these C and d, for every batch
+ * and token count up to B and S, and token width D (prompt inject only); -1: not known
+ * yet, any. GOPT_OK, or the status a launch would return, with gopt_last_error() saying
+ * why. TensorRT plugins ask this at build time. */
+int gopt_can_run(int kernel, int dtype, int64_t B, int64_t S, int64_t C, int64_t d, int64_t D);
 
 /* CUP group merge on `stream`; `workspace`: device memory of workspace_bytes (may be NULL
  * when gopt_group_merge_workspace_size is 0). Returns a gopt_status. */

@@ -46,8 +46,12 @@ inline void contiguousStrides(Dims const& d, int64_t strides[3]) {
     strides[0] = d.d[1] * d.d[2];
 }
 
-// Shared IPluginV3 implementation; Derived provides kName, kNbInputs, kShapeOf, check(),
-// enqueue() and, for a workspace, getWorkspaceSize().
+// Shared IPluginV3 implementation; Derived provides kName, kKernel (gopt_kernel),
+// kNbInputs, kShapeOf, check() (shapes agree), sizes() ({B, S, C, d, D} of the inputs),
+// enqueue() and, for a workspace, getWorkspaceSize(). What the library cannot run on this
+// GPU (a dtype or C it has no build for, d or C out of range, sizes beyond int32 or the
+// grid limits) is refused at build time: by supportsFormatCombination for the dtype, by
+// configurePlugin for the sizes, at the profile's maximum (gopt_can_run).
 template <class Derived>
 class PluginBase : public IPluginV3, public IPluginV3OneCore, public IPluginV3OneBuild, public IPluginV3OneRuntime {
 public:
@@ -90,22 +94,28 @@ public:
         return 0;
     }
 
-    // Linear fp32 / fp16 / bf16, every tensor the type of input 0.
+    // Linear, every tensor the type of input 0, which must be a dtype the library has a
+    // build of for this GPU (and input 1's C and d, when known).
     bool supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
                                    int32_t nbOutputs) noexcept override {
         if (nbInputs != Derived::kNbInputs || nbOutputs != 1 || pos < 0 || pos >= nbInputs + nbOutputs)
             return false;
         PluginTensorDesc const& desc = inOut[pos].desc;
         if (desc.format != TensorFormat::kLINEAR || goptDtype(desc.type) < 0) return false;
-        return pos == 0 || desc.type == inOut[0].desc.type;
+        if (pos > 0) return desc.type == inOut[0].desc.type;
+        Dims const& groups = inOut[1].desc.dims;  // [B, C, d] for both plugins
+        bool known = groups.nbDims == 3;
+        int64_t const C = known && groups.d[1] > 0 ? groups.d[1] : -1, d = known && groups.d[2] > 0 ? groups.d[2] : -1;
+        return gopt_can_run(Derived::kKernel, goptDtype(desc.type), -1, -1, C, d, -1) == GOPT_OK;
     }
 
+    // Shapes that agree, and sizes up to the profile's maximum the library runs on this GPU.
     int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out,
                             int32_t nbOutputs) noexcept override {
         if (nbInputs != Derived::kNbInputs || nbOutputs != 1) return -1;
-        std::vector<Dims> dims(nbInputs);
-        for (int32_t i = 0; i < nbInputs; ++i) dims[i] = in[i].desc.dims;
-        return static_cast<Derived*>(this)->check(dims.data()) ? 0 : -1;
+        std::vector<Dims> dims(nbInputs), max(nbInputs);
+        for (int32_t i = 0; i < nbInputs; ++i) dims[i] = in[i].desc.dims, max[i] = in[i].max;
+        return static_cast<Derived*>(this)->check(dims.data()) && check(in[0].desc.type, max.data()) ? 0 : -1;
     }
 
     int32_t onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out,
@@ -113,7 +123,7 @@ public:
         if (nbInputs != Derived::kNbInputs || nbOutputs != 1) return -1;
         std::vector<Dims> dims(nbInputs);
         for (int32_t i = 0; i < nbInputs; ++i) dims[i] = in[i].dims;
-        return static_cast<Derived*>(this)->check(dims.data()) ? 0 : -1;
+        return check(in[0].type, dims.data()) ? 0 : -1;
     }
 
     // One plugin object per execution context; the plugins hold no device state.
@@ -127,6 +137,18 @@ public:
     }
 
 protected:
+    // The shapes agree (Derived::check) and the library can run these sizes (-1: any).
+    bool check(DataType type, Dims const* dims) const {
+        auto const& self = static_cast<Derived const&>(*this);
+        if (!self.check(dims)) return false;
+        int64_t s[5];
+        self.sizes(dims, s);
+        for (int64_t& v : s) v = v < 0 ? -1 : v;
+        if (gopt_can_run(Derived::kKernel, goptDtype(type), s[0], s[1], s[2], s[3], s[4]) == GOPT_OK) return true;
+        report(Derived::kName, gopt_last_error());
+        return false;
+    }
+
     // Does `d` have the dimensions `want` (-1 and dynamic dimensions match anything)?
     static bool shape(char const* what, Dims const& d, std::vector<int64_t> const& want) {
         bool ok = d.nbDims == static_cast<int32_t>(want.size());

@@ -10,6 +10,7 @@ namespace gopt {
 class GroupMerge : public PluginBase<GroupMerge> {
 public:
     static constexpr char const* kName = "GoptGroupMerge";
+    static constexpr int kKernel = GOPT_GROUP_MERGE;
     static constexpr int32_t kShapeOf = 1;  // P has c's shape
     static constexpr int32_t kNbInputs = 10;
 
@@ -21,6 +22,12 @@ public:
         return gopt_group_merge_workspace_size(a.d[0], a.d[1], c.d[1], c.d[2]);
     }
 
+    // {B, S, C, d, D} of a' [B, S, d] and c' [B, C, d] (D: none).
+    static void sizes(Dims const* in, int64_t s[5]) {
+        s[0] = in[0].d[0], s[1] = in[0].d[1], s[2] = in[1].d[1], s[3] = in[0].d[2], s[4] = -1;
+    }
+
+    using PluginBase::check;
     bool check(Dims const* in) const {
         if (in[0].nbDims != 3 || in[1].nbDims != 3) {
             report(kName, "a and c must be rank 3: [B, S, d] and [B, C, d]");

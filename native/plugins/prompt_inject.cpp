@@ -12,9 +12,16 @@ namespace gopt {
 class PromptInject : public PluginBase<PromptInject> {
 public:
     static constexpr char const* kName = "GoptPromptInject";
+    static constexpr int kKernel = GOPT_PROMPT_INJECT;
     static constexpr int32_t kShapeOf = 0;  // the output has f's shape
     static constexpr int32_t kNbInputs = 14;
 
+    // {B, S, C, d, D} of f [B, S, D] and P [B, C, d].
+    static void sizes(Dims const* in, int64_t s[5]) {
+        s[0] = in[0].d[0], s[1] = in[0].d[1], s[2] = in[1].d[1], s[3] = in[1].d[2], s[4] = in[0].d[2];
+    }
+
+    using PluginBase::check;
     bool check(Dims const* in) const {
         if (in[0].nbDims != 3 || in[1].nbDims != 3) {
             report(kName, "f and P must be rank 3: [B, S, D] and [B, C, d]");

@@ -17,7 +17,8 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
     do {                                                                          \
         *(void **)(&g_cuda.name) = dlsym(handle, #name);                         \
         if (!g_cuda.name) {                                                       \
-            snprintf(g_why, sizeof g_why, "libcuda.so.1 lacks %s: %s", #name, dlerror()); \
+            snprintf(g_why, sizeof g_why, "libcuda.so.1 lacks %s (a CUDA 12.0 or newer driver is needed): %s", \
+                     #name, dlerror());                                           \
             return;                                                               \
         }                                                                         \
     } while (0)
@@ -33,6 +34,8 @@ static void open_driver(void) {
     GOPT_SYM(h, cuGetErrorName);
     GOPT_SYM(h, cuCtxGetCurrent);
     GOPT_SYM(h, cuCtxGetDevice);
+    GOPT_SYM(h, cuCtxGetId); /* CUDA 12.0 */
+    GOPT_SYM(h, cuDeviceGet);
     GOPT_SYM(h, cuStreamGetCtx);
     GOPT_SYM(h, cuDeviceGetAttribute);
     GOPT_SYM(h, cuModuleLoadData);
@@ -63,30 +66,31 @@ const char *gopt_cuda_error_name(const gopt_cuda *cu, CUresult r) {
     return name;
 }
 
-/* A handful of (context, image) pairs per process: a linear list under one mutex. */
+/* A handful of (context, image) pairs per process: a small array under one mutex. */
 typedef struct {
-    CUcontext ctx;
+    unsigned long long ctx_id; /* cuCtxGetId: unique for the process's lifetime */
     const void *image;
     const char *entry;
     CUfunction fn;
+    unsigned long long last_use; /* 0: free */
 } cache_entry;
 
-enum { CACHE_CAPACITY = 1024 };
+enum { CACHE_CAPACITY = 64 };
 static cache_entry g_cache[CACHE_CAPACITY];
-static int g_cached;
+static unsigned long long g_clock;
 static pthread_mutex_t g_cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static CUresult load(const gopt_cuda *cu, CUcontext ctx, const void *image, const char *entry,
+static CUresult load(const gopt_cuda *cu, unsigned long long ctx_id, const void *image, const char *entry,
                      unsigned int shared_bytes, CUfunction *out, const char **what) {
-    for (int i = 0; i < g_cached; ++i) {
-        if (g_cache[i].ctx == ctx && g_cache[i].image == image && strcmp(g_cache[i].entry, entry) == 0) {
-            *out = g_cache[i].fn;
+    cache_entry *slot = &g_cache[0];
+    for (int i = 0; i < CACHE_CAPACITY; ++i) {
+        cache_entry *e = &g_cache[i];
+        if (e->last_use && e->ctx_id == ctx_id && e->image == image && strcmp(e->entry, entry) == 0) {
+            e->last_use = ++g_clock;
+            *out = e->fn;
             return CUDA_SUCCESS;
         }
-    }
-    if (g_cached == CACHE_CAPACITY) {
-        *what = "the kernel cache (too many CUDA contexts)";
-        return CUDA_ERROR_OUT_OF_MEMORY;
+        if (e->last_use < slot->last_use) slot = e; /* a free slot, else the least recently used */
     }
     CUmodule module;
     CUresult r = cu->cuModuleLoadData(&module, image); /* loads into the current context */
@@ -105,7 +109,7 @@ static CUresult load(const gopt_cuda *cu, CUcontext ctx, const void *image, cons
         *what = "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)";
         return r;
     }
-    g_cache[g_cached++] = (cache_entry){ctx, image, entry, fn};
+    *slot = (cache_entry){ctx_id, image, entry, fn, ++g_clock};
     *out = fn;
     return CUDA_SUCCESS;
 }
@@ -118,8 +122,13 @@ CUresult gopt_cuda_function(const gopt_cuda *cu, const void *image, const char *
         *what = "cuCtxGetCurrent (no current CUDA context on this thread)";
         return r != CUDA_SUCCESS ? r : CUDA_ERROR_INVALID_CONTEXT;
     }
+    unsigned long long ctx_id = 0;
+    if ((r = cu->cuCtxGetId(ctx, &ctx_id)) != CUDA_SUCCESS) {
+        *what = "cuCtxGetId";
+        return r;
+    }
     pthread_mutex_lock(&g_cache_lock);
-    r = load(cu, ctx, image, entry, shared_bytes, out, what);
+    r = load(cu, ctx_id, image, entry, shared_bytes, out, what);
     pthread_mutex_unlock(&g_cache_lock);
     return r;
 }

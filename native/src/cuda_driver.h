@@ -12,6 +12,8 @@ typedef struct {
     CUresult (*cuGetErrorName)(CUresult, const char **);
     CUresult (*cuCtxGetCurrent)(CUcontext *);
     CUresult (*cuCtxGetDevice)(CUdevice *);
+    CUresult (*cuCtxGetId)(CUcontext, unsigned long long *);
+    CUresult (*cuDeviceGet)(CUdevice *, int);
     CUresult (*cuStreamGetCtx)(CUstream, CUcontext *);
     CUresult (*cuDeviceGetAttribute)(int *, CUdevice_attribute, CUdevice);
     CUresult (*cuModuleLoadData)(CUmodule *, const void *);
@@ -29,9 +31,12 @@ const gopt_cuda *gopt_cuda_driver(char *why, size_t why_size);
 const char *gopt_cuda_error_name(const gopt_cuda *cu, CUresult r);
 
 /* The function `entry` of `image` (cubin or NUL-terminated PTX) in the calling thread's
- * current context, loaded on first use and cached per (context, image). `shared_bytes`
- * above 48 KiB is enabled on the function once. Returns CUDA_SUCCESS or the failing call's
- * result; `what` then names that call. */
+ * current context, loaded on first use and cached per (context id, image): cuCtxGetId's
+ * ids are never reused, so a context created where a destroyed one was gets its own
+ * modules. The cache holds a bounded number of functions; the least recently used one
+ * makes room (its module stays loaded in its context, whose lifetime this library does not
+ * control). `shared_bytes` above 48 KiB is enabled on the function once. Returns
+ * CUDA_SUCCESS or the failing call's result; `what` then names that call. */
 CUresult gopt_cuda_function(const gopt_cuda *cu, const void *image, const char *entry, unsigned int shared_bytes,
                             CUfunction *out, const char **what);
 
