@@ -1,6 +1,6 @@
 """Latency and throughput of GoPT and SimCMF across backends, side by side, with an accuracy column.
 
-    python benchmarks/latency.py MODEL [MODEL ...] [--backend torch,triton,compile,onnxruntime,tensorrt]
+    python benchmarks/latency.py MODEL [MODEL ...] [--backend torch,triton,compile,onnxruntime,openvino,tensorrt]
         [--batch 1,4,16,32] [--size 480x640] [--precision fp32,fp16,bf16,int8] [--warmup-s 2]
         [--min-iters 50] [--min-time-s 2] [--cuda-graph] [--end-to-end | --compute-only]
         [--interleave] [--json OUT] [--plot OUT.png] [--markdown] [--quick]
@@ -19,9 +19,12 @@ PyTorch eager fp32 measured in the same run, and the label-map agreement of that
 with PyTorch fp32 on the bundled real frames. Backends that cannot run here are listed
 as "unavailable: <why>".
 
---precision int8: ONNX Runtime on the INT8 Q/DQ model ``python -m export.quantize`` makes of
-the export (cached); a precision with ``:uint8-input`` (``fp32:uint8-input``): the export
-that takes raw frames (``python -m export.onnx --uint8-input``). --interleave: every
+--precision int8: the INT8 model ``python -m export.quantize`` makes of the export for the
+backend (cached): ONNX Runtime runs the dynamic one (``--target onnxruntime``), OpenVINO the
+Q/DQ one (``--target tensorrt``, which it runs with its integer kernels). OpenVINO fp32
+computes in fp32, bf16 in the CPU's native bf16 (runtime/openvino_backend.py); ONNX Runtime's
+CPU provider has no bf16 kernels. A precision with ``:uint8-input`` (``fp32:uint8-input``):
+the export that takes raw frames (``python -m export.onnx --uint8-input``). --interleave: every
 configuration of a model is timed in turns, one call each per round, so that a shared
 machine's load falls on all of them alike; exported .onnx files given after a checkpoint
 join its run (ratios and label agreement against its PyTorch fp32).
@@ -51,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from runtime.files import write_figure_atomic, write_text_atomic  # noqa: E402  (after the path insert)
 
-BACKENDS = ("torch", "triton", "compile", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "triton", "compile", "onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 MODES = ("end-to-end", "compute-only")
 SAMPLES = ROOT / "data" / "samples"
@@ -89,8 +92,8 @@ def environment(argv) -> dict:
     with contextlib.suppress(OSError):
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     libs = {}
-    for name in ("numpy", "opencv-python-headless", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "triton",
-                 "tensorrt"):
+    for name in ("numpy", "opencv-python-headless", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "torch",
+                 "triton", "tensorrt"):
         with contextlib.suppress(PackageNotFoundError):
             libs[name] = version(name)
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -261,15 +264,15 @@ def file_precision(info) -> str:
     return info.precision + (":uint8-input" if info.frame_input else "")
 
 
-def onnx_for(ckpt: Path, size, precision: str, work_dir: Path) -> Path:
+def onnx_for(ckpt: Path, size, precision: str, work_dir: Path, target: str = "onnxruntime") -> Path:
     """Export (once, cached by checkpoint contents and settings) a dynamic-batch ONNX model;
-    "int8" is the Q/DQ model export.quantize makes of the fp32 export (bundled frames)."""
+    "int8" is the model export.quantize makes of the fp32 export for ``target``."""
     from export.onnx import export_gopt
     from export.progress import Progress
 
     base, _, variant = precision.partition(":")
     if base == "int8":
-        return int8_for(onnx_for(ckpt, size, "fp32" + (f":{variant}" if variant else ""), work_dir))
+        return int8_for(onnx_for(ckpt, size, "fp32" + (f":{variant}" if variant else ""), work_dir), target)
     out = onnx_cache_path(ckpt, size, precision, work_dir)
     if not out.exists():
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -285,17 +288,21 @@ def onnx_for(ckpt: Path, size, precision: str, work_dir: Path) -> Path:
     return out
 
 
-def int8_for(fp32: Path) -> Path:
-    """The INT8 Q/DQ model of an fp32 export (cached beside it), calibrated on the bundled frames."""
-    from export.quantize import bundled_frames, calibration_feeds, quantize
+def int8_for(fp32: Path, target: str = "onnxruntime") -> Path:
+    """The INT8 model of an fp32 export for ``target`` (cached beside it): dynamic for
+    "onnxruntime", Q/DQ calibrated on the bundled frames for "tensorrt" (OpenVINO runs that one)."""
+    from export.quantize import bundled_frames, calibration_feeds, default_output, quantize, quantize_dynamic_int8
     from runtime.metadata import read_onnx_info
 
-    out = fp32.with_name(f"{fp32.stem}.int8.onnx")
+    out = default_output(fp32, "int8", target)
     if not out.exists():
-        print(f"  quantizing {fp32.name} to INT8 for onnxruntime ...", flush=True)
-        frames = bundled_frames(read_onnx_info(fp32))
-        quantize(fp32, out, "int8", calibration_feeds(fp32, frames),
-                 {"source": "bundled samples (data/samples)", "frames": [f[0] for f in frames], "method": "MinMax"})
+        print(f"  quantizing {fp32.name} to INT8 for {target} ...", flush=True)
+        if target == "onnxruntime":
+            quantize_dynamic_int8(fp32, out)
+        else:
+            frames = bundled_frames(read_onnx_info(fp32))
+            quantize(fp32, out, "int8", calibration_feeds(fp32, frames),
+                     {"source": "bundled samples (data/samples)", "frames": [f[0] for f in frames], "method": "MinMax"})
     return out
 
 
@@ -335,6 +342,18 @@ def make_graphs(model_path: Path, kind: str, backend: str, precision: str, args)
         from runtime.torch_backend import simcmf_backends
 
         return simcmf_backends(model_path, torch_device(), base=args.base)
+    if backend == "openvino":
+        if precision not in ("fp32", "bf16"):
+            raise Unavailable("SimCMF with OpenVINO is measured in fp32 and bf16")
+        if suffix not in (".pt", ".pth", ".onnx"):
+            raise Unavailable(f"needs a .onnx model or a checkpoint, got {suffix}")
+        openvino_available()
+        path = simcmf_onnx_for(model_path, args.base, "fp32", args.work_dir) if suffix in (".pt", ".pth") \
+            else model_path
+        try:
+            return open_graphs(path, backend="openvino", precision=precision)
+        except ValueError as e:  # bf16 on a CPU without it
+            raise Unavailable(str(e)) from None
     if backend == "onnxruntime":
         if precision == "bf16":
             raise Unavailable("the ONNX export has fp32 and fp16 variants, no bf16")
@@ -358,10 +377,11 @@ def make_graphs(model_path: Path, kind: str, backend: str, precision: str, args)
 def make_backend(model_path: Path, backend: str, precision: str, args):
     """A runtime backend for the GoPT graph, or Unavailable with the reason."""
     suffix = model_path.suffix.lower()
-    if backend != "onnxruntime" and ":" in precision:
-        raise Unavailable("raw-frame (uint8-input) models are exported for ONNX Runtime and TensorRT")
-    if backend != "onnxruntime" and precision == "int8":
-        raise Unavailable("INT8 is measured with ONNX Runtime on the CPU (TensorRT: build the Q/DQ model)")
+    if backend not in ("onnxruntime", "openvino") and ":" in precision:
+        raise Unavailable("raw-frame (uint8-input) models are measured with ONNX Runtime and OpenVINO")
+    if backend not in ("onnxruntime", "openvino") and precision == "int8":
+        raise Unavailable("INT8 is measured with ONNX Runtime and OpenVINO on the CPU (TensorRT: build the Q/DQ "
+                          "model)")
     if backend in ("torch", "triton", "compile"):
         if suffix not in (".pt", ".pth"):
             raise Unavailable(f"needs the PyTorch checkpoint, got {suffix}")
@@ -387,7 +407,8 @@ def make_backend(model_path: Path, backend: str, precision: str, args):
         from runtime.ort_backend import OnnxRuntimeBackend
 
         if precision.split(":")[0] == "bf16":
-            raise Unavailable("the ONNX export has fp32 and fp16 variants, no bf16")
+            raise Unavailable("ONNX Runtime's CPU provider has no bf16 MatMul / Gemm kernels (its bf16 fast-math GEMM "
+                              "is for ARM64), and the export has fp32 and fp16 variants, no bf16")
         if suffix in (".pt", ".pth"):
             quick_check_export(model_path, onnx_cache_path(model_path, args.size, precision, args.work_dir), args)
             path = onnx_for(model_path, args.size, precision, args.work_dir)
@@ -399,6 +420,8 @@ def make_backend(model_path: Path, backend: str, precision: str, args):
         if suffix == ".onnx" and file_precision(b.info) != precision:
             raise Unavailable(f"{path.name} is {file_precision(b.info)}")
         return b
+    if backend == "openvino":
+        return openvino_backend(model_path, precision, args)
     if backend == "tensorrt":
         try:
             import tensorrt  # noqa: F401
@@ -410,6 +433,43 @@ def make_backend(model_path: Path, backend: str, precision: str, args):
 
         return TensorRTBackend(model_path, cuda_graph=args.cuda_graph)
     raise ValueError(f"unknown backend {backend!r}")
+
+
+def openvino_available() -> None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise Unavailable("openvino is not installed (pip install -e '.[openvino]')") from None
+
+
+def openvino_backend(model_path: Path, precision: str, args):
+    """OpenVINO on the fp32 export (fp32, or bf16 computed natively), on its raw-frame export,
+    or on the INT8 Q/DQ model; or Unavailable with the reason."""
+    openvino_available()
+    from runtime.openvino_backend import OpenVINOBackend
+
+    base, _, variant = precision.partition(":")
+    if base == "fp16":
+        raise Unavailable("OpenVINO on a CPU is measured in fp32, bf16 and INT8 (an fp16 export computes in fp32)")
+    suffix = model_path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        export = "int8" if base == "int8" else "fp32"
+        export += f":{variant}" if variant else ""
+        quick_check_export(model_path, onnx_cache_path(model_path, args.size, export.replace("int8", "fp32"),
+                                                       args.work_dir), args)
+        path = onnx_for(model_path, args.size, export, args.work_dir, target="tensorrt")
+    elif suffix == ".onnx":
+        path = model_path
+    else:
+        raise Unavailable(f"needs a .onnx model or a checkpoint, got {suffix}")
+    try:
+        b = OpenVINOBackend(path, precision="bf16" if base == "bf16" else None)
+    except ValueError as e:
+        raise Unavailable(str(e)) from None
+    own = file_precision(b.info).replace("fp32", base, 1) if base == "bf16" else file_precision(b.info)
+    if suffix == ".onnx" and own != precision:
+        raise Unavailable(f"{path.name} is {file_precision(b.info)}")
+    return b
 
 
 def max_batch_of(b) -> int | None:
@@ -530,6 +590,8 @@ def run_interleaved(args, argv) -> dict:
     from runtime.ort_backend import OnnxRuntimeBackend
 
     env = environment(argv)
+    with contextlib.suppress(OSError):
+        env["load_average_start"] = list(os.getloadavg())
     checkpoints = [Path(m) for m in args.models if Path(m).suffix.lower() in (".pt", ".pth")]
     if len(checkpoints) > 1 or any(model_kind(Path(m)) != "gopt" for m in args.models):
         raise SystemExit("--interleave: one GoPT checkpoint and / or GoPT .onnx exports of it")
@@ -552,13 +614,17 @@ def run_interleaved(args, argv) -> dict:
     cfg = entries[0][1].info.config
     frames = real_frames(cfg["modality"], tuple(cfg["img_size"]))
     reference = reference_labels(checkpoints[0], frames, args, None) if checkpoints else None
-    agreement = [label_agreement(b, reference, frames) if reference else None for _, b in entries]
+    per_frame = [label_agreements(b, reference, frames) if reference else None for _, b in entries]
+    names = frame_names(cfg["modality"])
     for mode in args.modes:
         for batch in args.batches:
             live = []
-            for (base, b), agree in zip(entries, agreement):
+            for (base, b), agree in zip(entries, per_frame):
                 row = {**base, "mode": mode, "batch": batch, "device": b.device, "input_size": cfg["img_size"],
-                       "label_agreement": agree}
+                       "label_agreement": float(np.mean(agree)) if agree else None,
+                       "label_agreement_frames": dict(zip(names, agree)) if agree else None,
+                       "compute_precision": getattr(b, "hint", None),
+                       "quantized_for": (b.info.quantization or {}).get("target")}
                 try:
                     live.append((row, *gopt_step(b, mode, batch, frames, args)))
                 except Unavailable as why:
@@ -572,6 +638,8 @@ def run_interleaved(args, argv) -> dict:
                 rows.append(row)
     for _, b in entries:
         b.close()
+    with contextlib.suppress(OSError):
+        env["load_average_end"] = list(os.getloadavg())
     add_ratios(rows)
     return {"environment": env, "settings": settings(args), "results": rows}
 
@@ -674,6 +742,18 @@ def simcmf_reference(model_path: Path, images, args) -> list[np.ndarray] | None:
 
 
 def label_agreement(b, reference: list[np.ndarray], frames) -> float:
+    return float(np.mean(label_agreements(b, reference, frames)))
+
+
+def frame_names(modality: str) -> list[str]:
+    """The first two of ``real_frames``, named (the label agreement is given for each)."""
+    if modality == "depth":
+        return ["esanet_rgb.png + esanet_depth.png", "the same, mirrored"]
+    return ["mfnet_01234N.png (night)", "mfnet_01477D.png (day)"]
+
+
+def label_agreements(b, reference: list[np.ndarray], frames) -> list[float]:
+    """Label agreement with the reference on each of the first two frames."""
     from runtime.segmenter import Segmenter
 
     seg = Segmenter.from_backends({"gopt": b})
@@ -684,7 +764,7 @@ def label_agreement(b, reference: list[np.ndarray], frames) -> float:
             ours.append(seg.run_batch([(r, a)] * fixed)[0])
         else:
             ours.append(seg.run(r, a))
-    return float(np.mean([(o == ref).mean() for o, ref in zip(ours, reference)]))
+    return [float((o == ref).mean()) for o, ref in zip(ours, reference)]
 
 
 # ---- the run ------------------------------------------------------------------------------------

@@ -1,34 +1,48 @@
-"""Explicit quantization: a Q/DQ ONNX model that ONNX Runtime runs on the CPU and TensorRT
-(10.3 to 11.x) builds strongly typed into an INT8 (or FP8) engine.
+"""INT8 (and FP8) models for the runtime that will run them: dynamic INT8 for ONNX Runtime on
+CPUs, explicit static Q/DQ for TensorRT (10.3 to 11.x, built strongly typed).
 
-    python -m export.quantize MODEL.onnx --int8 [--calib PATH [--calib-aux PATH]] [--calib-frames N] [-o OUT]
-    python -m export.quantize MODEL.onnx --fp8 ...
+    python -m export.quantize MODEL.onnx --int8 [--target onnxruntime|tensorrt] [-o OUT] [--no-check]
+    python -m export.quantize MODEL.onnx --int8 --target tensorrt [--calib PATH [--calib-aux PATH]] [--calib-frames N]
+    python -m export.quantize MODEL.onnx --fp8 ...                 (TensorRT only)
         [--eval DIR [--eval-format F] [--eval-split S] [--eval-tolerance POINTS]]
 
 MODEL.onnx: a GoPT graph or a SimCMF encoder (``OUT.encoder.onnx``; its decoder stays fp32)
-from ``python -m export.onnx``. Quantized with ONNX Runtime's own quantizer
-(``onnxruntime.quantization.quantize_static``, QDQ format), because it installs everywhere
-the project does and writes standard QuantizeLinear / DequantizeLinear nodes that both
-ONNX Runtime and TensorRT read:
+from ``python -m export.onnx``. Both targets use ONNX Runtime's own quantizer, which
+installs everywhere the project does:
 
-- INT8, symmetric for activations and weights (every zero point 0, which TensorRT
-  requires), weights per output channel, activations per tensor;
-- Q/DQ in front of the MatMul / Gemm / Conv layers, where the compute is. LayerNorm,
-  softmax (and the MatMul reading attention probabilities), and every argmax input chain
-  (GoPT's prompter assignments and the label argmax, export/graph.py) stay fp32;
-- calibrated (min / max) on real frames through the runtime's own preprocessing:
-  the bundled samples (data/samples) by default, or --calib: a folder of MFNet 4-channel
-  PNGs, an image, or --calib with --calib-aux: two folders / images / videos (as
-  ``python -m runtime --rgb --aux`` reads them);
-- --fp8: E4M3 Q/DQ (opset 19, the first with float8 types) for Hopper and later GPUs.
+- ``--target onnxruntime`` (``quantize_dynamic``): the linear layers' MatMuls become integer
+  MatMuls (ONNX Runtime fuses them into ``DynamicQuantizeMatMul`` / ``MatMulIntegerToFloat``)
+  with int8 weights per output channel (symmetric) and uint8 activations whose scale and
+  zero point are computed on every run from the tensor itself: no calibration, nothing to
+  clip on an unseen scene. Default output ``MODEL.int8.onnx``.
+- ``--target tensorrt`` (``quantize_static``, QDQ format): INT8 symmetric for activations
+  (per tensor, calibrated min / max) and weights (per output channel), every zero point 0 as
+  TensorRT requires; Q/DQ in front of the MatMul / Gemm / Conv layers. Calibrated on real
+  frames through the runtime's own preprocessing: the bundled samples (data/samples) by
+  default, or --calib: a folder of MFNet 4-channel PNGs, an image, or --calib with
+  --calib-aux: two folders / images / videos (as ``python -m runtime --rgb --aux`` reads
+  them). ``--fp8``: E4M3 Q/DQ (opset 19, the first with float8 types) for Hopper and later
+  GPUs. Default output ``MODEL.int8.qdq.onnx`` / ``MODEL.fp8.onnx``. OpenVINO runs the INT8
+  Q/DQ model with its own integer kernels too.
+
+The default target: tensorrt for --fp8 and for graphs exported with --fused-kernels (their
+custom nodes are TensorRT plugins), onnxruntime otherwise; the output says which and why.
+Both keep the precision policy: LayerNorm, softmax (and the MatMul reading attention
+probabilities) and every argmax input chain (GoPT's prompter assignments and the label
+argmax, export/graph.py) stay fp32. Dynamic quantization only touches MatMuls with a
+constant weight; the MatMuls the policy keeps read two activations, so they stay fp32 there
+in any case (quantizing every activation x activation MatMul as well, without the policy,
+costs the demo checkpoint 6% of the night frame's labels; see README).
 
 The result is checked against the fp32 model in ONNX Runtime on the bundled real frames:
 GoPT label agreement and logit error, SimCMF mask IoU over clicks; with --eval, also the
 mean IoU of both models on a labelled data set (any layout ``python -m benchmarks.accuracy``
 reads), failing when the quantized model's is more than --eval-tolerance points (default
-1) below the fp32 model's. The metadata records
-the precision, the quantizer settings and the calibration set. Exit status: 0 written and
-within tolerance, 1 beyond tolerance, 2 bad arguments or model file.
+1) below the fp32 model's. Until the check passes the file is ``OUT.unverified.onnx``; it
+gets its final name only within tolerance (``--no-check`` writes the final name directly and
+says it is unchecked). The metadata records the precision, the target, the quantizer
+settings and the calibration set. Exit status: 0 written and within tolerance, 1 beyond
+tolerance, 2 bad arguments or model file.
 """
 from __future__ import annotations
 
@@ -44,14 +58,19 @@ import numpy as np
 import onnx
 
 from evaluation.datasets import FORMATS
-from runtime.files import atomic_path
+from runtime.files import atomic_path, promote, unverified_path
 from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info
 from . import graph
 from .cli import ArgumentParser, UsageError
 from .progress import Progress
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
-QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")
+QUANTIZED_OPS = ("MatMul", "Gemm", "Conv")  # static Q/DQ (TensorRT)
+# Dynamic INT8 (ONNX Runtime): MatMuls with a constant weight. Gemm has no integer kernel (Gemms
+# become MatMul + Add first); ConvInteger on the patch embedding and the head cost the demo model
+# 35% of its day-frame labels and saved no time.
+DYNAMIC_OPS = ("MatMul",)
+TARGETS = ("onnxruntime", "tensorrt")
 FP8_OPSET = 19
 # Tolerances of the export's check (INT8 rounds every MatMul input: judged by labels / masks).
 MIN_LABEL_AGREEMENT = {"int8": 0.99, "fp8": 0.99}
@@ -140,7 +159,8 @@ def name_nodes(model: onnx.ModelProto) -> None:
 
 # ---- calibration frames ---------------------------------------------------------------------------
 
-def bundled_frames(info: ModelInfo) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+def bundled_frames(info: ModelInfo, purpose: str = "; give calibration frames with --calib"
+                   ) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     """(name, first frame, second frame or None) from data/samples for the model's modality:
     GoPT (rgb, aux) pairs; SimCMF (image, None)."""
     import cv2
@@ -161,7 +181,7 @@ def bundled_frames(info: ModelInfo) -> list[tuple[str, np.ndarray, np.ndarray | 
             return [(p.name, f, None) for p, f in zip(mfnet, frames)]
         if cfg["in_chans"] == 1 and modality.startswith("t"):
             return [(p.name, f[..., 3], None) for p, f in zip(mfnet, frames)]
-    raise UsageError(f"no bundled sample frames for this model ({info.variant}); give calibration frames with --calib")
+    raise UsageError(f"no bundled sample frames for this model ({info.variant}){purpose}")
 
 
 def source_frames(info: ModelInfo, calib: str, calib_aux: str | None, limit: int):
@@ -255,7 +275,7 @@ def quantize(path: Path, out: Path, precision: str, feeds: list[dict], calibrati
                            "QuantizeBias": False})  # TensorRT dequantizes INT8 / FP8 only, no int32 biases
         qdq = onnx.load(str(tmp_out))
     settings = {
-        "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "type": precision,
+        "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "target": "tensorrt", "type": precision,
         "activations": "per tensor, symmetric", "weights": "per output channel, symmetric",
         "quantized_ops": list(QUANTIZED_OPS), "fp32": {k: len(v) for k, v in keep.items()},
         "gemms_as_matmuls": gemms, "calibration": calibration,
@@ -264,6 +284,39 @@ def quantize(path: Path, out: Path, precision: str, feeds: list[dict], calibrati
     graph.set_metadata(qdq, qinfo)
     with atomic_path(out) as tmp:
         onnx.save(qdq, str(tmp))
+    return qinfo
+
+
+def quantize_dynamic_int8(path: Path, out: Path) -> ModelInfo:
+    """Write the dynamic INT8 model ``out`` (atomically) from the fp32 model ``path`` for ONNX
+    Runtime on CPUs; returns its metadata."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    info = read_onnx_info(path)
+    model = onnx.load(str(path))
+    gemms = gemms_as_matmuls(model)  # Gemm has no integer kernel; MatMul has
+    name_nodes(model)
+    keep = nodes_to_keep_fp32(model)
+    excluded = sorted({n for names in keep.values() for n in names})
+    with tempfile.TemporaryDirectory(prefix="quantize.", dir=out.parent) as tmp, quiet_quantizer():
+        tmp_in, tmp_out = Path(tmp) / "fp32.onnx", Path(tmp) / "dynamic.onnx"
+        onnx.save(model, str(tmp_in))
+        quantize_dynamic(str(tmp_in), str(tmp_out), op_types_to_quantize=list(DYNAMIC_OPS), per_channel=True,
+                         reduce_range=False, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                         extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
+        quantized = onnx.load(str(tmp_out))
+    settings = {
+        "tool": "onnxruntime.quantization.quantize_dynamic", "format": "IntegerOps", "target": "onnxruntime",
+        "type": "int8", "activations": "uint8 per tensor, scale and zero point computed on every run",
+        "weights": "int8 per output channel, symmetric", "quantized_ops": [f"{op} with a constant weight"
+                                                                          for op in DYNAMIC_OPS],
+        "integer_matmuls": sum(n.op_type == "MatMulInteger" for n in quantized.graph.node),
+        "fp32": {k: len(v) for k, v in keep.items()}, "gemms_as_matmuls": gemms, "calibration": None,
+    }
+    qinfo = dataclasses.replace(info, precision="int8", quantization=settings)
+    graph.set_metadata(quantized, qinfo)
+    with atomic_path(out) as tmp:
+        onnx.save(quantized, str(tmp))
     return qinfo
 
 
@@ -399,14 +452,19 @@ def parse_args(argv):
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("onnx", type=Path, help="an fp32 GoPT graph or SimCMF encoder from python -m export.onnx")
     kind = ap.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--int8", action="store_true", help="symmetric INT8 Q/DQ")
+    kind.add_argument("--int8", action="store_true", help="INT8 (dynamic for ONNX Runtime, Q/DQ for TensorRT)")
     kind.add_argument("--fp8", action="store_true", help="E4M3 FP8 Q/DQ (opset 19; TensorRT on Hopper and later)")
-    ap.add_argument("--calib", help="calibration frames: an MFNet PNG folder or file, an image, a folder or a "
-                                    "video (default: the bundled samples)")
+    ap.add_argument("--target", choices=TARGETS,
+                    help="the runtime that will run the model: onnxruntime (dynamic INT8, CPUs) or tensorrt "
+                         "(static symmetric Q/DQ; OpenVINO runs it too). Default: tensorrt for --fp8 and for "
+                         "--fused-kernels graphs, else onnxruntime")
+    ap.add_argument("--calib", help="calibration frames for --target tensorrt: an MFNet PNG folder or file, an image, "
+                                    "a folder or a video (default: the bundled samples)")
     ap.add_argument("--calib-aux", help="the auxiliary frames paired with --calib (folder, image or video)")
     ap.add_argument("--calib-frames", type=int, default=64, metavar="N",
                     help="at most N calibration frames (default 64)")
-    ap.add_argument("-o", "--output", type=Path, help="output path (default MODEL.int8.onnx / MODEL.fp8.onnx)")
+    ap.add_argument("-o", "--output", type=Path,
+                    help="output path (default MODEL.int8.onnx, MODEL.int8.qdq.onnx for tensorrt, MODEL.fp8.onnx)")
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with the fp32 model")
     ap.add_argument("--eval", type=Path, metavar="DIR",
                     help="the check also compares the mean IoU of the two models on this labelled data set "
@@ -419,75 +477,131 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
-def default_output(path: Path, precision: str) -> Path:
+def choose_target(asked: str | None, precision: str, info: ModelInfo) -> tuple[str, str]:
+    """(target, why): the runtime the quantized model is made for."""
+    if precision == "fp8":
+        if asked == "onnxruntime":
+            raise UsageError("FP8 is for TensorRT (Hopper and later GPUs); for ONNX Runtime on a CPU use --int8")
+        return "tensorrt", "FP8 runs on TensorRT only"
+    if asked:
+        return asked, "--target"
+    if info.plugins:
+        return "tensorrt", "the default for a graph exported with --fused-kernels (TensorRT plugins)"
+    return "onnxruntime", "the default for --int8; --target tensorrt makes the Q/DQ model TensorRT builds"
+
+
+def default_output(path: Path, precision: str, target: str = "tensorrt") -> Path:
+    tag = f"{precision}.qdq" if precision == "int8" and target == "tensorrt" else precision
     name = path.name
     if name.endswith(".encoder.onnx"):  # keep SimCMF's .encoder.onnx ending (the runtime's pairing)
-        return path.with_name(f"{name[:-len('.encoder.onnx')]}.{precision}.encoder.onnx")
-    return path.with_name(f"{path.stem}.{precision}.onnx")
+        return path.with_name(f"{name[:-len('.encoder.onnx')]}.{tag}.encoder.onnx")
+    return path.with_name(f"{path.stem}.{tag}.onnx")
+
+
+def read_model(args) -> ModelInfo:
+    """The fp32 input model's metadata; UsageError for anything but an fp32 GoPT / SimCMF encoder."""
+    if not args.onnx.is_file():
+        raise UsageError(f"{args.onnx}: no such file")
+    try:
+        info = read_onnx_info(args.onnx)
+    except ModelFileError as e:
+        raise UsageError(str(e)) from None
+    if info.kind not in ("gopt", "simcmf_encoder"):
+        raise UsageError(f"{args.onnx} is a {info.kind} graph; quantize a GoPT graph or a SimCMF encoder "
+                         "(the SimCMF decoder stays fp32)")
+    if info.precision != "fp32":
+        raise UsageError(f"{args.onnx} is {info.precision}; quantize the fp32 export")
+    return info
+
+
+def write_static(args, info: ModelInfo, precision: str, out: Path, progress: Progress) -> ModelInfo:
+    """Calibration frames, preprocessing, ``quantize_static``: the Q/DQ model for TensorRT."""
+    with progress("reading the calibration frames"):
+        if args.calib:
+            try:
+                frames = source_frames(info, args.calib, args.calib_aux, args.calib_frames)
+            except (ValueError, OSError) as e:
+                raise UsageError(f"--calib: {e}") from None
+            where = str(args.calib) + (f" + {args.calib_aux}" if args.calib_aux else "")
+        else:
+            frames = bundled_frames(info)[:args.calib_frames]
+            where = "bundled samples (data/samples)"
+        if not frames:
+            raise UsageError(f"no calibration frames found in {args.calib}")
+    with progress(f"preprocessing {len(frames)} calibration frame(s) as the runtime does"):
+        feeds = calibration_feeds(args.onnx, frames)
+    method = "MinMax" if precision == "int8" else "Distribution"
+    calibration = {"source": where, "frames": [name for name, _, _ in frames], "method": method}
+    if len(frames) < 16:
+        print(f"note: {len(frames)} calibration frame(s); ranges from a few frames may clip on other scenes: "
+              "give a few hundred of the robot's own frames with --calib")
+    with progress(f"quantizing to {precision} Q/DQ ({method} calibration, ONNX Runtime's quantize_static)"):
+        return quantize(args.onnx, out, precision, feeds, calibration, progress)
+
+
+def describe(out: Path, qinfo: ModelInfo) -> str:
+    """One line: what was written."""
+    model = onnx.load(str(out), load_external_data=False)
+    q = qinfo.quantization
+    if q["target"] == "onnxruntime":
+        what = f"{q['integer_matmuls']} integer MatMuls, activation scales computed per run"
+    else:
+        counts = {op: sum(n.op_type == op for n in model.graph.node) for op in ("QuantizeLinear", "DequantizeLinear")}
+        what = f"{counts['QuantizeLinear']} Q / {counts['DequantizeLinear']} DQ nodes"
+    return (f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {qinfo.precision} for {q['target']}, {what}; "
+            "fp32 kept: " + ", ".join(f"{v} {k}" for k, v in q["fp32"].items()) + ")")
 
 
 def run(argv=None) -> int:
     try:
         args = parse_args(argv)
         precision = "int8" if args.int8 else "fp8"
-        if not args.onnx.is_file():
-            raise UsageError(f"{args.onnx}: no such file")
-        try:
-            info = read_onnx_info(args.onnx)
-        except ModelFileError as e:
-            raise UsageError(str(e)) from None
-        if info.kind not in ("gopt", "simcmf_encoder"):
-            raise UsageError(f"{args.onnx} is a {info.kind} graph; quantize a GoPT graph or a SimCMF encoder "
-                             "(the SimCMF decoder stays fp32)")
-        if info.precision != "fp32":
-            raise UsageError(f"{args.onnx} is {info.precision}; quantize the fp32 export")
+        info = read_model(args)
+        target, why = choose_target(args.target, precision, info)
         if args.calib_frames < 1:
             raise UsageError(f"--calib-frames must be >= 1, got {args.calib_frames}")
         if args.calib_aux and not args.calib:
             raise UsageError("--calib-aux pairs with --calib")
+        if args.calib and target == "onnxruntime":
+            raise UsageError("--calib is for --target tensorrt: dynamic INT8 for ONNX Runtime computes its "
+                             "activation scales on every frame and needs no calibration")
         labelled = open_eval(args, info) if args.eval else None
-        out = args.output or default_output(args.onnx, precision)
-        if out.resolve() == args.onnx.resolve():
-            raise UsageError(f"{out}: the output would replace the input model")
-        progress = Progress((3 if args.no_check else 5) + bool(args.eval))
-        with progress("reading the calibration frames"):
-            if args.calib:
-                try:
-                    frames = source_frames(info, args.calib, args.calib_aux, args.calib_frames)
-                except (ValueError, OSError) as e:
-                    raise UsageError(f"--calib: {e}") from None
-                where = str(args.calib) + (f" + {args.calib_aux}" if args.calib_aux else "")
-            else:
-                frames = bundled_frames(info)[:args.calib_frames]
-                where = "bundled samples (data/samples)"
-            if not frames:
-                raise UsageError(f"no calibration frames found in {args.calib}")
-        with progress(f"preprocessing {len(frames)} calibration frame(s) as the runtime does"):
-            feeds = calibration_feeds(args.onnx, frames)
-        calibration = {"source": where, "frames": [name for name, _, _ in frames],
-                       "method": "MinMax" if precision == "int8" else "Distribution"}
-        if len(frames) < 16:
-            print(f"note: {len(frames)} calibration frame(s); ranges from a few frames may clip on other scenes: "
-                  "give a few hundred of the robot's own frames with --calib")
-        with progress(f"quantizing to {precision} ({'MinMax' if precision == 'int8' else 'Distribution'} "
-                      f"calibration, ONNX Runtime)"):
-            qinfo = quantize(args.onnx, out, precision, feeds, calibration, progress)
+        final = args.output or default_output(args.onnx, precision, target)
+        out = final if args.no_check else unverified_path(final)
+        if final.resolve() == args.onnx.resolve() or out.resolve() == args.onnx.resolve():
+            raise UsageError(f"{final}: the output would replace the input model")
+        check_frames = [] if args.no_check else bundled_frames(info, " to check it on (pass --no-check)")
+        print(f"target: {target} ({why})")
+        progress = Progress((1 if target == "onnxruntime" else 3) + len(check_frames) + bool(args.eval))
+        if target == "onnxruntime":
+            with progress("quantizing to dynamic int8 (ONNX Runtime's quantize_dynamic)"):
+                qinfo = quantize_dynamic_int8(args.onnx, out)
+        else:
+            qinfo = write_static(args, info, precision, out, progress)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model = onnx.load(str(out), load_external_data=False)
-    counts = {op: sum(n.op_type == op for n in model.graph.node) for op in ("QuantizeLinear", "DequantizeLinear")}
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {precision}, {counts['QuantizeLinear']} Q / "
-          f"{counts['DequantizeLinear']} DQ nodes; fp32 kept: "
-          + ", ".join(f"{v} {k}" for k, v in qinfo.quantization["fp32"].items()) + ")")
-    bad = nonzero_zero_points(model)
-    if bad:
-        print(f"error: {len(bad)} zero points are not 0 (TensorRT needs symmetric quantization): {bad[:5]}",
-              file=sys.stderr)
-        return 1
+    print(describe(out, qinfo))
+    if target == "tensorrt":
+        bad = nonzero_zero_points(onnx.load(str(out), load_external_data=False))
+        if bad:
+            print(f"error: {len(bad)} zero points are not 0 (TensorRT needs symmetric quantization): {bad[:5]}",
+                  file=sys.stderr)
+            return 1
     if args.no_check:
+        print(f"unchecked (--no-check): {final} not compared with the fp32 model")
         return 0
-    results = check(args.onnx, out, bundled_frames(info), progress)
+    advice = ("deploy the fp32 model" if target == "onnxruntime"
+              else "calibrate on more of the robot's frames (--calib), or deploy fp16")
+    return verify(args.onnx, out, final, info, precision, check_frames, progress, advice, labelled,
+                  args.eval_tolerance)
+
+
+def verify(fp32: Path, out: Path, final: Path, info: ModelInfo, precision: str, frames, progress: Progress,
+           advice: str, labelled=None, eval_tolerance: float = 1.0) -> int:
+    """The check on the bundled frames (and with ``labelled``, the mean IoU on labelled frames);
+    the file gets its final name only within tolerance."""
+    results = check(fp32, out, frames, progress)
     what = "labels agree" if info.kind == "gopt" else "mask IoU"
     need = (MIN_LABEL_AGREEMENT if info.kind == "gopt" else MIN_MASK_IOU)[precision]
     print()
@@ -495,12 +609,14 @@ def run(argv=None) -> int:
         print(("  ok   " if r.value >= need else "  FAIL ") + r.line(what))
     within = all(r.value >= need for r in results)
     if labelled is not None:
-        within = eval_miou(args.onnx, out, labelled, precision, args.eval_tolerance, progress) and within
+        within = eval_miou(fp32, out, labelled, precision, eval_tolerance, progress) and within
     if within:
         print(f"within tolerance ({what} >= {100 * need:.0f}% with the fp32 model"
-              + (f"; mean IoU at most {args.eval_tolerance:g} points below it)" if labelled is not None else ")"))
+              + (f"; mean IoU at most {eval_tolerance:g} points below it)" if labelled is not None else ")"))
+        promote(out, final)
+        print(f"checked: {final}")
         return 0
-    print("beyond tolerance: calibrate on more of the robot's frames (--calib), or deploy fp16", file=sys.stderr)
+    print(f"beyond tolerance: kept as {out} (no file is named {final.name}); {advice}", file=sys.stderr)
     return 1
 
 

@@ -245,6 +245,9 @@ def make_plan(args) -> BuildPlan:
     problems = graph_input_problems(model, info)
     if problems:
         raise UsageError(f"{args.onnx}: " + "; ".join(problems))
+    if (info.quantization or {}).get("target") == "onnxruntime":
+        raise UsageError(f"{args.onnx} is dynamic INT8 for ONNX Runtime (integer MatMuls TensorRT does not build); "
+                         "make TensorRT's Q/DQ model with python -m export.quantize FP32.onnx --int8 --target tensorrt")
     precision = engine_precision(info, args.fp16, args.bf16)
     shapes = dict(parse_shape(s) for s in args.shape)
     profiles = profiles_from_info(info, args.min_batch, args.opt_batch, args.max_batch, shapes)

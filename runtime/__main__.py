@@ -1,8 +1,8 @@
 """Segment a paired sensor stream from the command line.
 
     python -m runtime MODEL --rgb A [--aux B] [--out DIR] [--max-frames N] [--drop-stale]
-                      [--device cpu|cuda] [--color-order bgr|rgb] [--resize-aux] [--quiet]
-                      [--on-error skip|stop]
+                      [--device cpu|cuda] [--backend onnxruntime|openvino] [--precision fp32|bf16]
+                      [--color-order bgr|rgb] [--resize-aux] [--quiet] [--on-error skip|stop]
     python -m runtime MODEL --bag IN --rgb-topic T --aux-topic T [--max-skew-ms 20]
                       [--out-bag OUT [--storage mcap|sqlite3] [--topic-prefix gopt] [--copy-inputs]]
     python -m runtime SIMCMF.encoder.onnx --rgb IMAGE [--aux IMAGE] --points X,Y[,LABEL] ... [--out DIR]
@@ -67,6 +67,10 @@ def parse_args(argv=None):
     ap.add_argument("--drop-stale", action="store_true", help="drop queued frames when inference falls behind")
     ap.add_argument("--queue-size", type=int, default=2, help="prepared frames queued ahead of inference")
     ap.add_argument("--device", choices=("cpu", "cuda"))
+    ap.add_argument("--backend", choices=("onnxruntime", "openvino"),
+                    help="for a .onnx model: ONNX Runtime (default) or OpenVINO (x86 CPUs)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"),
+                    help="--backend openvino: compute in the model's precision (default) or the CPU's native bf16")
     ap.add_argument("--color-order", choices=("bgr", "rgb"), default="bgr",
                     help="channel order of the decoded colour frames (OpenCV decodes to bgr)")
     ap.add_argument("--resize-aux", action="store_true", help="accept aux frames of another size (same field of view)")
@@ -196,8 +200,16 @@ def open_model(args) -> Segmenter:
     if args.out_bag and os.path.exists(args.out_bag):
         raise FileExistsError(f"{args.out_bag}: exists already; remove it or choose another --out-bag")
     check_inputs_exist(args.rgb, args.aux)
+    options = {}
+    if args.backend:
+        options["backend"] = args.backend
+    if args.precision:
+        if args.backend != "openvino":
+            raise ValueError("--precision is for --backend openvino; other backends run the model file's own "
+                             "precision (export an fp16 model or quantize it instead)")
+        options["precision"] = args.precision
     seg = Segmenter(args.model, device=args.device, color_order=args.color_order, resize_aux=args.resize_aux,
-                    depth_units=args.depth_units or 0.001)
+                    depth_units=args.depth_units or 0.001, **options)
     modality = seg.config.get("modality")
     if args.depth_units is not None and modality != "depth":
         raise ValueError(f"--depth-units is for depth models; {args.model} takes {modality} frames")

@@ -24,21 +24,21 @@ from .preprocess import (check_pair, check_sensor_kinds, frame_feeds, labels_to_
                          preprocess_image, preprocess_rgb)
 
 
-def open_graphs(path, device=None, providers=None, **options) -> dict[str, Backend]:
+def open_graphs(path, device=None, providers=None, backend: str | None = None, **options) -> dict[str, Backend]:
     """{"gopt": backend}, or {"encoder": ..., "decoder": ...} for SimCMF's two graphs."""
     path = Path(path)
-    if backend_kind(path) == "torch":
+    if backend_kind(path, backend) == "torch":
         if not path.is_file():
             raise ValueError(f"{path}: no such file")
         from .torch_backend import open_torch_graphs
 
         return open_torch_graphs(path, device, base=options.get("base"))
-    first = open_backend(path, device, providers, **options)
+    first = open_backend(path, device, providers, backend, **options)
     if first.info.kind == "gopt":
         return {"gopt": first}
     if not first.info.companion:
         raise ModelFileError(f"{path}: a {first.info.kind} graph without the name of its companion graph")
-    other = open_backend(path.parent / first.info.companion, device, providers, **options)
+    other = open_backend(path.parent / first.info.companion, device, providers, backend, **options)
     pair = {first.info.kind: first, other.info.kind: other}
     if set(pair) != {"simcmf_encoder", "simcmf_decoder"}:
         raise ModelFileError(f"{path} and {first.info.companion} are not a SimCMF encoder / decoder pair")
@@ -59,8 +59,8 @@ class Segmenter:
 
     Thread safety: every public method may be called from several threads at once on one
     Segmenter, and each call returns what it would return alone. GoPT calls run concurrently
-    (ONNX Runtime and PyTorch sessions are re-entrant; a TensorRT backend runs one ``infer``
-    at a time, as its buffers and stream are its own). SimCMF keeps the last image's
+    (ONNX Runtime and PyTorch sessions are re-entrant, OpenVINO gives each call its own infer
+    request; a TensorRT backend runs one ``infer`` at a time, as its buffers and stream are its own). SimCMF keeps the last image's
     embedding as one (fingerprint, embedding, size) record, replaced whole; encoder runs are
     serialised per Segmenter (a new image is encoded once even when several threads click on
     it), decoder runs are concurrent. ``close`` must not race with calls in flight.
@@ -102,6 +102,7 @@ class Segmenter:
         self.config = main.info.config
         self.backend = main.name
         self.device = main.device
+        self.compute_precision = main.compute_precision
         self.color_order = color_order
         self.resize_aux = resize_aux
         # SimCMF: the last image's embedding as one (fingerprint, embedding, size) tuple, replaced
@@ -111,7 +112,7 @@ class Segmenter:
 
     def __repr__(self) -> str:
         return (f"Segmenter({self.path.name}: {self.info.variant or self.kind}, backend={self.backend}, "
-                f"device={self.device}, precision={self.info.precision})")
+                f"device={self.device}, precision={self.compute_precision})")
 
     def close(self) -> None:
         for g in self.graphs.values():

@@ -22,6 +22,36 @@ def tiny_gopt_models(tmp_path_factory):
     return export_tiny_gopts(tmp_path_factory.mktemp("tiny_gopts"))
 
 
+def _openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+# The backends that run .onnx files; backend tests run on each of them.
+ONNX_BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
+    not _openvino_installed(), reason="openvino is not installed (pip install -e '.[openvino]')"))]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache_in_tmp(tmp_path_factory):
+    """The tests' caches (OpenVINO's compiled models), theirs and their subprocesses', go to a
+    folder of this test session, not the user's ~/.cache."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.getbasetemp() / "xdg_cache")
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
+
+
+@pytest.fixture(params=ONNX_BACKENDS)
+def onnx_backend(request):
+    """Each backend that runs .onnx files."""
+    return request.param
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say what ran where: the simulated GPU (tests/simgpu), the simulated TensorRT
     (tests/simulated) or TensorRT on a GPU, so that no one mistakes a simulation for a GPU run."""

@@ -1,4 +1,5 @@
 """benchmarks/latency.py --quick: the table, JSON and plot a user gets, with finite positive numbers."""
+import importlib.util
 import json
 import math
 import os
@@ -32,7 +33,7 @@ def test_quick_benchmark_json(tmp_path):
     assert env["cpu_cores"] >= 1 and "torch" in env["libraries"] and "latency.py" in env["command"]
     rows = result["results"]
     # Every requested backend appears: measured, or with the reason it could not run.
-    assert {r["backend"] for r in rows} == {"torch", "triton", "compile", "onnxruntime", "tensorrt"}
+    assert {r["backend"] for r in rows} == {"torch", "triton", "compile", "onnxruntime", "openvino", "tensorrt"}
     ok = [r for r in rows if r["status"] == "ok"]
     assert {(r["backend"], r["mode"], r["batch"]) for r in ok} >= {
         (b, m, n) for b in ("torch", "onnxruntime") for m in ("end-to-end", "compute-only") for n in (1, 2)}
@@ -58,12 +59,14 @@ def test_quick_benchmark_simcmf_encoder(tmp_path):
 
     export_simcmf(tiny_model(modality="rgbt"), Path(tmp_path / "tiny"), "batch", progress=Progress(2))
     cmd = [sys.executable, "benchmarks/latency.py", str(tmp_path / "tiny.encoder.onnx"), "--quick", "--batch",
-           "1,2", "--backend", "onnxruntime,triton", "--json", str(tmp_path / "r.json")]
+           "1,2", "--backend", "onnxruntime,openvino,triton", "--json", str(tmp_path / "r.json")]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
-    ok = {(r["mode"], r["batch"]): r for r in rows if r["status"] == "ok"}
-    assert set(ok) == {("compute-only", 1), ("compute-only", 2), ("end-to-end", 1)}
+    ok = {(r["backend"], r["mode"], r["batch"]): r for r in rows if r["status"] == "ok"}
+    backends = ("onnxruntime", "openvino") if importlib.util.find_spec("openvino") else ("onnxruntime",)
+    assert set(ok) == {(b, m, n) for b in backends for m, n in (("compute-only", 1), ("compute-only", 2),
+                                                                  ("end-to-end", 1))}
     for r in ok.values():
         assert r["input_size"] == [128, 128]
         assert all(positive_finite(r["latency_ms"][k]) for k in ("p50", "p99", "mean"))
@@ -154,3 +157,42 @@ def test_ort_profile_shares_add_up(tmp_path):
     bad = subprocess.run([sys.executable, "benchmarks/ort_profile.py", str(tmp_path / "none.onnx")], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "none.onnx: no such file" in bad.stderr
+
+
+def test_interleaved_cpu_precisions_onnx_runtime_and_openvino(tmp_path):
+    """The README's CPU table in small: fp32 / bf16 / INT8 on ONNX Runtime and OpenVINO, timed in
+    turns with PyTorch eager. INT8 is the model made for each backend (ONNX Runtime: dynamic;
+    OpenVINO: Q/DQ); ONNX Runtime bf16 is listed as unavailable with its reason."""
+    import pytest
+
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install -e '.[openvino]')")
+    import openvino as ov
+
+    cfg = GoPTConfig(embed_dim=64, depth=2, num_heads=2, num_classes=5, aux_channels=1, img_size=(48, 64),
+                     prompt_dim=16)
+    torch.manual_seed(0)
+    save_gopt(GoPT(cfg), tmp_path / "tiny.pt")
+    cmd = [sys.executable, "benchmarks/latency.py", str(tmp_path / "tiny.pt"), "--quick", "--batch", "1",
+           "--backend", "torch,onnxruntime,openvino", "--precision", "fp32,bf16,int8", "--interleave",
+           "--end-to-end", "--json", str(tmp_path / "r.json"), "--work-dir", str(tmp_path / "work")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    rows = result["results"]
+    ok = {(r["backend"], r["precision"]): r for r in rows if r["status"] == "ok"}
+    bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    expected = {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
+                ("openvino", "int8")} | ({("openvino", "bf16")} if bf16 else set())
+    assert set(ok) == expected
+    for r in ok.values():
+        assert r["iters"] >= 3 and positive_finite(r["speedup_vs_eager"])
+        assert set(r["label_agreement_frames"]) == {"mfnet_01234N.png (night)", "mfnet_01477D.png (day)"}
+    assert ok[("onnxruntime", "int8")]["quantized_for"] == "onnxruntime"
+    assert ok[("openvino", "int8")]["quantized_for"] == "tensorrt"
+    assert ok[("openvino", "fp32")]["compute_precision"] == "f32"
+    assert ok[("openvino", "fp32")]["label_agreement"] >= 0.99
+    status = {(r["backend"], r["precision"]): r["status"] for r in rows if r["status"] != "ok"}
+    assert "no bf16 MatMul / Gemm kernels" in status[("onnxruntime", "bf16")]
+    assert "load_average_start" in result["environment"] and "openvino" in result["environment"]["libraries"]
+    assert list((tmp_path / "work").glob("*.int8.onnx")) and list((tmp_path / "work").glob("*.int8.qdq.onnx"))

@@ -56,9 +56,10 @@ def models(tmp_path_factory):
     return out
 
 
-def run_both(float_path, frames_path, pairs, to_frames=lambda rgb, aux: (rgb, aux), **frames_kw):
-    """Labels and logits of both files on the same frames, through the runtime."""
-    with Segmenter(float_path, device="cpu") as a, Segmenter(frames_path, device="cpu", **frames_kw) as b:
+def run_both(float_path, frames_path, pairs, to_frames=lambda rgb, aux: (rgb, aux), backend=None, **frames_kw):
+    """Labels and logits of both files on the same frames, through the runtime (``backend`` runs both)."""
+    with Segmenter(float_path, device="cpu", backend=backend) as a, \
+            Segmenter(frames_path, device="cpu", backend=backend, **frames_kw) as b:
         out = []
         for rgb, aux in pairs:
             la, ga = a.run(rgb, aux, return_logits=True)
@@ -67,8 +68,8 @@ def run_both(float_path, frames_path, pairs, to_frames=lambda rgb, aux: (rgb, au
         return out
 
 
-def test_thermal_frames_export_agrees_with_the_float_export(models):
-    results = run_both(models["thermal"], models["thermal_frames"], real_pairs("thermal"))
+def test_thermal_frames_export_agrees_with_the_float_export(models, onnx_backend):
+    results = run_both(models["thermal"], models["thermal_frames"], real_pairs("thermal"), backend=onnx_backend)
     for agreement, max_abs in results:
         print(f"uint8-input vs float export, real thermal frame: labels {100 * agreement:.3f}%, logits max-abs "
               f"{max_abs:.2g}")
@@ -86,8 +87,8 @@ def test_rgb_order_and_16_bit_thermal(models):
     assert all(agreement == 1.0 for agreement, _ in results)
 
 
-def test_depth_frames_with_holes(models):
-    results = run_both(models["depth"], models["depth_frames"], real_pairs("depth"))
+def test_depth_frames_with_holes(models, onnx_backend):
+    results = run_both(models["depth"], models["depth_frames"], real_pairs("depth"), backend=onnx_backend)
     assert all(agreement == 1.0 and max_abs <= 1e-5 for agreement, max_abs in results)
 
 

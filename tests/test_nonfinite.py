@@ -37,8 +37,8 @@ def frame(h=48, w=64, seed=0):
     return rng.integers(0, 256, (h, w, 3), dtype=np.uint8), rng.integers(0, 256, (h, w), dtype=np.uint8)
 
 
-def test_nan_weights_in_an_onnx_file_raise(broken_onnx):
-    seg = Segmenter(broken_onnx / "nan.onnx")
+def test_nan_weights_in_an_onnx_file_raise(broken_onnx, onnx_backend):
+    seg = Segmenter(broken_onnx / "nan.onnx", backend=onnx_backend)
     assert seg.info.nonfinite_label == 255  # flagged inside the graph: labels alone tell
     with pytest.raises(NonFiniteOutputError, match=r"nan.onnx: the model's logits are NaN or infinite .* from "
                                                    r"finite inputs") as e:
@@ -48,7 +48,7 @@ def test_nan_weights_in_an_onnx_file_raise(broken_onnx):
         seg.run_batch([frame(), frame(seed=1)])
 
 
-def test_files_without_the_flag_are_checked_through_their_logits(broken_onnx, tmp_path):
+def test_files_without_the_flag_are_checked_through_their_logits(broken_onnx, tmp_path, onnx_backend):
     """Files exported before the in-graph flag: the runtime fetches the logits to check them."""
     model = onnx.load(str(broken_onnx / "nan.onnx"))
     props = {p.key: p for p in model.metadata_props}
@@ -56,7 +56,7 @@ def test_files_without_the_flag_are_checked_through_their_logits(broken_onnx, tm
     info.nonfinite_label = None
     props[META_KEY].value = info.to_json()
     onnx.save(model, str(tmp_path / "old.onnx"))
-    seg = Segmenter(tmp_path / "old.onnx")
+    seg = Segmenter(tmp_path / "old.onnx", backend=onnx_backend)
     assert seg.info.nonfinite_label is None
     with pytest.raises(NonFiniteOutputError, match="old.onnx: the model's logits are NaN"):
         seg.run(*frame())

@@ -1,6 +1,7 @@
-"""python -m export.quantize: symmetric INT8 Q/DQ (and FP8 E4M3) models that ONNX Runtime runs,
-with LayerNorm, softmax and every argmax input chain left fp32, calibrated on the bundled
-real frames through the runtime's preprocessing, checked against the fp32 model."""
+"""python -m export.quantize: dynamic INT8 for ONNX Runtime (integer MatMuls, activation scales
+per run) and symmetric INT8 Q/DQ (and FP8 E4M3) for TensorRT, with LayerNorm, softmax and every
+argmax input chain left fp32, the Q/DQ models calibrated on the bundled real frames through the
+runtime's preprocessing, both checked against the fp32 model."""
 import numpy as np
 import onnx
 import pytest
@@ -12,7 +13,8 @@ import factories
 from export import graph
 from export.onnx import export_gopt
 from export.progress import Progress
-from export.quantize import QUANTIZED_OPS, check, nodes_to_keep_fp32, nonzero_zero_points, run, bundled_frames
+from export.quantize import (QUANTIZED_OPS, bundled_frames, check, choose_target, default_output, nodes_to_keep_fp32,
+                             nonzero_zero_points, run)
 from runtime import Segmenter
 from runtime.metadata import read_onnx_info
 from simulated.environment import trt_env  # noqa: F401  (the fixture)
@@ -33,12 +35,24 @@ def well_conditioned_gopt(seed=0):
 
 
 @pytest.fixture(scope="module")
-def quantized(tmp_path_factory):
-    d = tmp_path_factory.mktemp("quantize")
-    fp32 = d / "tiny.onnx"
+def fp32_model(tmp_path_factory):
+    fp32 = tmp_path_factory.mktemp("quantize") / "tiny.onnx"
     export_gopt(well_conditioned_gopt(), fp32, progress=Progress(1))
-    assert run([str(fp32), "--int8", "--no-check"]) == 0
-    return fp32, d / "tiny.int8.onnx"
+    return fp32
+
+
+@pytest.fixture(scope="module")
+def quantized(fp32_model):
+    """The static Q/DQ model for TensorRT."""
+    assert run([str(fp32_model), "--int8", "--target", "tensorrt", "--no-check"]) == 0
+    return fp32_model, fp32_model.with_name("tiny.int8.qdq.onnx")
+
+
+@pytest.fixture(scope="module")
+def dynamic(fp32_model):
+    """The dynamic INT8 model for ONNX Runtime (the default target of --int8), checked."""
+    assert run([str(fp32_model), "--int8"]) == 0
+    return fp32_model, fp32_model.with_name("tiny.int8.onnx")
 
 
 def test_int8_model_is_symmetric_qdq_with_the_fp32_policy(quantized):
@@ -74,6 +88,7 @@ def test_metadata_records_precision_and_calibration(quantized):
     assert info.precision == "int8"
     q = info.quantization
     assert q["tool"] == "onnxruntime.quantization.quantize_static" and q["format"] == "QDQ"
+    assert q["target"] == "tensorrt"
     assert q["calibration"]["frames"] == ["mfnet_01234N.png", "mfnet_01477D.png"]
     assert q["calibration"]["source"].startswith("bundled samples")
     assert q["fp32"]["LayerNormalization"] > 0
@@ -110,28 +125,35 @@ def test_fp8_is_e4m3_qdq_at_opset_19(quantized, tmp_path):
 def test_bad_arguments_are_one_line_errors(quantized, tmp_path, capsys):
     fp32, int8 = quantized
     for argv, says in (([str(fp32)], "one of the arguments --int8 --fp8 is required"),
+                       ([str(fp32), "--fp8", "--target", "onnxruntime"], "FP8 is for TensorRT"),
+                       ([str(fp32), "--int8", "--target", "openvino"], "invalid choice"),
+                       ([str(fp32), "--int8", "--calib", "x"], "--calib is for --target tensorrt"),
                        ([str(tmp_path / "none.onnx"), "--int8"], "no such file"),
                        ([str(int8), "--int8"], "quantize the fp32 export"),
                        ([str(fp32), "--int8", "--calib-frames", "0"], "--calib-frames must be >= 1"),
                        ([str(fp32), "--int8", "--calib-aux", "x"], "--calib-aux pairs with --calib"),
                        ([str(fp32), "--int8", "-o", str(fp32)], "would replace the input"),
-                       ([str(fp32), "--int8", "--calib", str(tmp_path / "missing")], "missing")):
+                       ([str(fp32), "--int8", "--target", "tensorrt", "--calib", str(tmp_path / "missing")],
+                        "missing")):
         assert run(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and says in err, (argv, err)
 
 
-def test_simcmf_encoder_int8_masks_over_clicks(tmp_path):
+@pytest.mark.parametrize("target, name", [("onnxruntime", "tiny.int8.encoder.onnx"),
+                                          ("tensorrt", "tiny.int8.qdq.encoder.onnx")])
+def test_simcmf_encoder_int8_masks_over_clicks(tmp_path, target, name):
     """SimCMF: the encoder is quantized, the decoder stays fp32 (found through the metadata);
     masks of the INT8 encoder vs the fp32 one over a grid of clicks on the real RGB-T frame."""
     from export.simcmf_onnx import export_simcmf
     from test_simcmf import tiny_model
 
     _, (encoder, _) = export_simcmf(tiny_model(modality="rgbt"), tmp_path / "tiny", batch=1, progress=Progress(2))
-    assert run([str(encoder), "--int8", "--no-check"]) == 0
-    int8 = tmp_path / "tiny.int8.encoder.onnx"
+    assert run([str(encoder), "--int8", "--target", target, "--no-check"]) == 0
+    int8 = tmp_path / name
     info = read_onnx_info(int8)
     assert info.kind == "simcmf_encoder" and info.precision == "int8" and info.companion == "tiny.decoder.onnx"
+    assert info.quantization["target"] == target
     results = check(encoder, int8, bundled_frames(info), Progress(2))
     for r in results:
         print(r.line("mask IoU"))
@@ -182,3 +204,92 @@ def test_int8_model_on_the_tensorrt_path(quantized, trt_env, tmp_path):
     with Segmenter(engine) as seg:
         assert seg.info.precision == "int8"
         assert (seg.run(rgb, aux) == want).mean() >= (1.0 if trt_env.simulated else 0.95)
+
+
+# ---- dynamic INT8 for ONNX Runtime ----------------------------------------------------------------
+
+def optimized_ops(path, tmp_path, disabled):
+    """Op types of the graph ONNX Runtime's CPU session really runs (all optimizations)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / f"optimized.{len(disabled)}.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+    return [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+
+
+def test_dynamic_int8_runs_integer_matmuls_in_onnx_runtime(dynamic, tmp_path):
+    """Every linear layer (the batch-1 export's Gemms, rewritten to MatMul + Add) is an integer
+    MatMul fused with its activation quantization and its bias; nothing runs as an fp32 Gemm.
+    The runtime's session option (MatMulAddFusion off, for the Q/DQ models) changes nothing here."""
+    from runtime.ort_backend import DISABLED_OPTIMIZERS
+
+    fp32, int8 = dynamic
+    gemms = sum(n.op_type == "Gemm" for n in onnx.load(str(fp32)).graph.node)
+    ops = optimized_ops(int8, tmp_path, DISABLED_OPTIMIZERS)
+    integer = ops.count("DynamicQuantizeMatMul") + ops.count("MatMulIntegerToFloat")
+    assert gemms >= 10 and integer == gemms, (gemms, sorted(set(ops)))
+    assert "MatMulInteger" not in ops and "Gemm" not in ops and "QuantizeLinear" not in ops
+    assert sorted(optimized_ops(int8, tmp_path, [])) == sorted(ops)
+
+
+def test_dynamic_int8_metadata_and_precision_policy(dynamic):
+    fp32, int8 = dynamic
+    info = read_onnx_info(int8)
+    q = info.quantization
+    assert info.precision == "int8" and q["target"] == "onnxruntime" and q["calibration"] is None
+    assert q["tool"] == "onnxruntime.quantization.quantize_dynamic" and q["weights"].startswith("int8 per output")
+    model = onnx.load(str(int8))
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    assert q["integer_matmuls"] == len(matmuls) >= 10
+    # Weights int8 per output channel, symmetric (zero points 0)
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in matmuls:
+        w, zp = values[n.input[1]], values[n.input[3]]
+        assert w.dtype == np.int8 and zp.size == w.shape[1] and not zp.any()
+    # LayerNorm, softmax and the argmax chains read fp32: no integer MatMul feeds them directly,
+    # and every MatMul the policy keeps is still an fp32 MatMul.
+    keep = nodes_to_keep_fp32(onnx.load(str(fp32)))
+    named = {n.name: n for n in model.graph.node}
+    kept = {name for names in keep.values() for name in names}
+    assert kept and all(named[k].op_type != "MatMulInteger" for k in kept if k in named)
+    integer_out = {n.output[0] for n in matmuls}
+    assert not any(integer_out & set(named[k].input) for k in kept if k in named)
+
+
+def test_dynamic_int8_agrees_with_fp32_on_the_real_frames(dynamic):
+    fp32, int8 = dynamic
+    for r in check(fp32, int8, bundled_frames(read_onnx_info(fp32)), Progress(2)):
+        print(r.line("labels agree"))
+        assert r.value >= 0.99 and r.rel <= 0.05
+    with Segmenter(int8, device="cpu") as seg:
+        assert seg.info.precision == "int8" and seg.backend == "onnxruntime"
+
+
+def test_the_target_and_its_reason_are_stated(fp32_model, tmp_path, capsys):
+    info = read_onnx_info(fp32_model)
+    assert choose_target(None, "int8", info)[0] == "onnxruntime"
+    assert choose_target(None, "fp8", info)[0] == "tensorrt"
+    assert choose_target("tensorrt", "int8", info)[0] == "tensorrt"
+    fused = read_onnx_info(fp32_model)
+    fused.plugins = ["GoptGroupMerge"]
+    assert choose_target(None, "int8", fused) == ("tensorrt", "the default for a graph exported with "
+                                                              "--fused-kernels (TensorRT plugins)")
+    assert default_output(fp32_model, "int8", "onnxruntime").name == "tiny.int8.onnx"
+    assert default_output(fp32_model, "int8", "tensorrt").name == "tiny.int8.qdq.onnx"
+    out = tmp_path / "mine.onnx"
+    assert run([str(fp32_model), "--int8", "-o", str(out), "--no-check"]) == 0
+    text = capsys.readouterr().out
+    assert "target: onnxruntime (the default for --int8" in text and "integer MatMuls" in text
+    assert "unchecked (--no-check)" in text and out.is_file()
+
+
+def test_a_model_beyond_tolerance_keeps_its_unverified_name(tmp_path, capsys):
+    """The factory's chaotic tiny GoPT (weights N(0, 0.2^2)) flips labels at any rounding: the
+    check fails, the file stays NAME.unverified.onnx and no file has the final name."""
+    fp32 = tmp_path / "chaotic.onnx"
+    export_gopt(factories.tiny_gopt(0, img_size=SIZE), fp32, progress=Progress(1))
+    assert run([str(fp32), "--int8"]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL" in captured.out and "beyond tolerance: kept as" in captured.err
+    assert (tmp_path / "chaotic.int8.unverified.onnx").is_file() and not (tmp_path / "chaotic.int8.onnx").exists()

@@ -35,11 +35,11 @@ def frames():
     return [(mfnet[..., :3], mfnet[..., 3]), (day[..., :3], day[..., 3])]
 
 
-def test_onnx_and_torch_backends_agree_on_real_frames(models_dir, frames):
-    onnx_seg = Segmenter(models_dir / "fixed.onnx")
+def test_onnx_and_torch_backends_agree_on_real_frames(models_dir, frames, onnx_backend):
+    onnx_seg = Segmenter(models_dir / "fixed.onnx", backend=onnx_backend)
     torch_seg = Segmenter(models_dir / "tiny.pt", device="cpu")
-    assert onnx_seg.backend == "onnxruntime" and torch_seg.backend == "torch"
-    assert "backend=onnxruntime" in repr(onnx_seg) and "device=cpu" in repr(onnx_seg)
+    assert onnx_seg.backend == onnx_backend and torch_seg.backend == "torch"
+    assert f"backend={onnx_backend}" in repr(onnx_seg) and "device=cpu" in repr(onnx_seg)
     for rgb, thermal in frames:
         a, b = onnx_seg.run(rgb, thermal), torch_seg.run(rgb, thermal)
         assert a.shape == (480, 640) and a.dtype == np.uint8
@@ -47,7 +47,7 @@ def test_onnx_and_torch_backends_agree_on_real_frames(models_dir, frames):
         assert (a == b).mean() >= 0.999
 
 
-def test_labels_are_the_model_output_resized_to_the_frame(models_dir, frames):
+def test_labels_are_the_model_output_resized_to_the_frame(models_dir, frames, onnx_backend):
     """The frame goes through preprocessing exactly once, and labels are mapped back with
     nearest-neighbour sampling from the model's own label map."""
     from runtime.preprocess import preprocess_aux, preprocess_rgb
@@ -59,13 +59,13 @@ def test_labels_are_the_model_output_resized_to_the_frame(models_dir, frames):
     a = preprocess_aux(thermal, cfg.img_size, cfg.aux_mean, cfg.aux_std, "thermal")
     with torch.no_grad():
         small = model.predict(torch.from_numpy(x), torch.from_numpy(a))[0].numpy().astype(np.uint8)
-    labels = Segmenter(models_dir / "fixed.onnx").run(rgb, thermal)
+    labels = Segmenter(models_dir / "fixed.onnx", backend=onnx_backend).run(rgb, thermal)
     expected = cv2.resize(small, (640, 480), interpolation=cv2.INTER_NEAREST)
     assert (labels == expected).mean() >= 0.999
 
 
-def test_return_logits(models_dir, frames):
-    seg = Segmenter(models_dir / "fixed.onnx")
+def test_return_logits(models_dir, frames, onnx_backend):
+    seg = Segmenter(models_dir / "fixed.onnx", backend=onnx_backend)
     labels, logits = seg.run(*frames[0], return_logits=True)
     assert logits.shape == (5, 480, 640) and logits.dtype == np.float32
     # Logits are resized bilinearly, labels by nearest neighbour: they differ in a band along class
@@ -73,11 +73,12 @@ def test_return_logits(models_dir, frames):
     assert (logits.argmax(0) == labels).mean() >= 0.95
 
 
-def test_run_batch_fixed_and_dynamic(models_dir, frames):
+def test_run_batch_fixed_and_dynamic(models_dir, frames, onnx_backend):
     pairs = frames + frames[:1]  # 3 pairs
-    fixed = Segmenter(models_dir / "fixed.onnx").run_batch(pairs)
-    dynamic = Segmenter(models_dir / "dynamic.onnx").run_batch(pairs)
-    singles = [Segmenter(models_dir / "fixed.onnx").run(*p) for p in pairs]
+    fixed = Segmenter(models_dir / "fixed.onnx", backend=onnx_backend).run_batch(pairs)
+    dynamic = Segmenter(models_dir / "dynamic.onnx", backend=onnx_backend).run_batch(pairs)
+    single = Segmenter(models_dir / "fixed.onnx", backend=onnx_backend)
+    singles = [single.run(*p) for p in pairs]
     assert len(fixed) == len(dynamic) == 3
     for f, d, s in zip(fixed, dynamic, singles):
         assert (f == s).all()
@@ -103,8 +104,8 @@ def test_rgb_colour_order_option(models_dir, frames):
     (lambda rgb, t: (rgb, t[0]), "aux must be an H x W or H x W x C image, got a 1-d array"),
     (lambda rgb, t: (rgb[None], t), r"rgb must be an H x W x 3 image, got a 4-d array of shape \(1, 480, 640, 3\)"),
 ])
-def test_bad_frames_give_one_line_errors(models_dir, frames, make, message):
-    seg = Segmenter(models_dir / "fixed.onnx")
+def test_bad_frames_give_one_line_errors(models_dir, frames, make, message, onnx_backend):
+    seg = Segmenter(models_dir / "fixed.onnx", backend=onnx_backend)
     with pytest.raises(ValueError, match=message) as e:
         seg.run(*make(*frames[0]))
     assert "\n" not in str(e.value)
@@ -120,6 +121,10 @@ def test_bad_model_files(tmp_path, models_dir):
         Segmenter(tmp_path / "corrupt.onnx")
     with pytest.raises(ValueError, match="device must be"):
         Segmenter(models_dir / "fixed.onnx", device="gpu")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Segmenter(models_dir / "fixed.onnx", backend="tflite")
+    with pytest.raises(ValueError, match=r"the openvino backend runs \.onnx files, not \.pt"):
+        Segmenter(models_dir / "tiny.pt", backend="openvino")
 
 
 def test_check_feeds_names_shapes_and_dynamic_axes():
@@ -139,7 +144,7 @@ def test_check_feeds_names_shapes_and_dynamic_axes():
         check_feeds(specs, ok, max_batch=1)
 
 
-def test_onnx_path_runs_without_torch(models_dir):
+def test_onnx_path_runs_without_torch(models_dir, onnx_backend):
     """A robot running an exported model never imports PyTorch."""
     code = f"""
 import sys
@@ -147,7 +152,7 @@ sys.modules["torch"] = None  # any import of torch now fails
 import cv2
 from runtime import Segmenter
 frame = cv2.imread({SAMPLE!r}, cv2.IMREAD_UNCHANGED)
-seg = Segmenter({str(models_dir / 'fixed.onnx')!r})
+seg = Segmenter({str(models_dir / 'fixed.onnx')!r}, backend={onnx_backend!r})
 labels = seg.run(frame[..., :3], frame[..., 3])
 assert labels.shape == (480, 640), labels.shape
 assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
@@ -155,7 +160,7 @@ print("ok", seg.backend)
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip() == "ok onnxruntime"
+    assert out.stdout.strip() == f"ok {onnx_backend}"
 
 
 def test_resize_aux_option(models_dir, frames):

@@ -401,3 +401,30 @@ def test_cli_errors_are_one_line_with_exit_code_2(models_dir, args, message):
 def test_cli_missing_model_is_one_line(tmp_path):
     out = cli(tmp_path / "missing.onnx", "--rgb", MFNET[0])
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "no such file" in out.stderr
+
+
+@pytest.mark.parametrize("precision", [None, "bf16"])
+def test_cli_openvino_backend(tmp_path, models_dir, seg, mfnet, precision):
+    """--backend openvino (--precision bf16): the same command, the same outputs, no torch."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install -e '.[openvino]')")
+    import openvino as ov
+
+    if precision and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        out = cli(models_dir / "thermal.onnx", "--rgb", MFNET[0], "--backend", "openvino", "--precision", "bf16")
+        assert out.returncode == 2 and "needs a CPU with native bf16" in out.stderr
+        return
+    backend_args = ["--backend", "openvino"] + (["--precision", precision] if precision else [])
+    out = subprocess.run([sys.executable, "-c", NO_TORCH, str(models_dir / "thermal.onnx"), "--rgb", MFNET[0],
+                          "--out", str(tmp_path / "out"), *backend_args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "backend=openvino" in out.stdout and "frames 1, " in out.stdout
+    labels = cv2.imread(str(tmp_path / "out" / "mfnet_01234N_labels.png"), cv2.IMREAD_UNCHANGED)
+    agreement = (labels == seg.run(*mfnet[0])).mean()
+    assert agreement == 1.0 if precision is None else agreement >= 0.9
+    assert list((tmp_path / "cache" / "mmseg-deploy" / "openvino").glob("*.blob"))
+
+
+def test_cli_precision_needs_openvino(models_dir):
+    out = cli(models_dir / "thermal.onnx", "--rgb", MFNET[0], "--precision", "bf16")
+    assert out.returncode == 2 and "--precision is for --backend openvino" in out.stderr

@@ -151,6 +151,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, gopt_onnx):
     bare = tiny_gopt_onnx(tmp_path / "bare.onnx", metadata=False)
     half = tiny_gopt_onnx(tmp_path / "half.onnx", info=gopt_info(precision="fp16"))
     quantized = tiny_gopt_onnx(tmp_path / "int8.onnx", info=gopt_info(precision="int8"))
+    dynamic_info = gopt_info(precision="int8")
+    dynamic_info.quantization = {"target": "onnxruntime", "tool": "onnxruntime.quantization.quantize_dynamic"}
+    dynamic = tiny_gopt_onnx(tmp_path / "dynamic.int8.onnx", info=dynamic_info)
     mismatch = tiny_gopt_onnx(tmp_path / "mismatch.onnx", graph_batch=1)  # metadata: dynamic; graph: 1
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x00not an onnx model" * 10)
@@ -169,6 +172,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, gopt_onnx):
         ([gopt_onnx, "--strongly-typed"], "unrecognized arguments"),
         ([half, "--bf16"], "fp16 ONNX model"),
         ([quantized, "--fp16"], "int8 Q/DQ model"),
+        ([dynamic], "dynamic INT8 for ONNX Runtime"),
         ([gopt_onnx, "-o", tmp_path / "x.onnx"], ".engine or .plan"),
         ([gopt_onnx, "-o", tmp_path / "no_dir" / "x.engine"], "no such directory"),
         ([gopt_onnx, "--workspace", 0], "--workspace"),

@@ -56,8 +56,8 @@ def same(a, b):
     return np.array_equal(a, b)
 
 
-def test_simcmf_segmenter_shared_by_four_threads(simcmf_onnx):
-    seg = Segmenter(simcmf_onnx)
+def test_simcmf_segmenter_shared_by_four_threads(simcmf_onnx, onnx_backend):
+    seg = Segmenter(simcmf_onnx, backend=onnx_backend)
     frames = images()
     clicks = [[(10 + 7 * k, 20 + 5 * k)] for k in range(len(frames))]
     expected = [seg.run(f, points=p) for f, p in zip(frames, clicks)]  # single-threaded
@@ -67,6 +67,18 @@ def test_simcmf_segmenter_shared_by_four_threads(simcmf_onnx):
 def test_gopt_segmenter_shared_by_four_threads():
     seg = Segmenter.from_backends({"gopt": gopt_backend(tiny_gopt(), torch.device("cpu"))})
     rng = np.random.default_rng(3)
+    pairs = [(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), rng.integers(0, 256, (60, 80), dtype=np.uint8))
+             for _ in range(4)]
+    expected = [seg.run(*p, return_logits=True) for p in pairs]
+    run_threads(lambda k: seg.run(*pairs[k], return_logits=True), expected, 50)
+
+
+def test_gopt_onnx_segmenter_shared_by_four_threads(tmp_path, onnx_backend):
+    from export.onnx import export_gopt
+
+    export_gopt(tiny_gopt(), tmp_path / "tiny.onnx", progress=Progress(1))
+    seg = Segmenter(tmp_path / "tiny.onnx", backend=onnx_backend)
+    rng = np.random.default_rng(5)
     pairs = [(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), rng.integers(0, 256, (60, 80), dtype=np.uint8))
              for _ in range(4)]
     expected = [seg.run(*p, return_logits=True) for p in pairs]
