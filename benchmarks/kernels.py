@@ -88,11 +88,11 @@ def parse_args(argv):
 
 # ---- inputs and parity -----------------------------------------------------------------------------
 
-def make_inputs(kernel, B, S, C, d, D, dtype, seed):
+def make_inputs(kernel, B, S, C, d, D, dtype, seed, device=DEVICE):
     import torch
 
-    g = torch.Generator(device=DEVICE).manual_seed(seed)
-    rnd = lambda *shape, scale=1.0: torch.randn(*shape, generator=g, device=DEVICE) * scale  # noqa: E731
+    g = torch.Generator(device=device).manual_seed(seed)
+    rnd = lambda *shape, scale=1.0: torch.randn(*shape, generator=g, device=device) * scale  # noqa: E731
     lin = lambda o, i, scale=0.3: [rnd(o, i, scale=scale), rnd(o, scale=scale)]  # noqa: E731
     if kernel == "group_merge":
         ts = [rnd(B, S, d), rnd(B, C, d), *[t for _ in "qkvo" for t in lin(d, d)]]
@@ -143,7 +143,7 @@ def parity(kernel, args, precision):
 
     dtype = args[0].dtype
     B, S = args[0].shape[:2]
-    assign = torch.full((B, S), -1, dtype=torch.int32, device=DEVICE)
+    assign = torch.full((B, S), -1, dtype=torch.int32, device=args[0].device)
     up = [t.float() for t in args]
     if kernel == "group_merge":
         out = _group_merge(*args, assign_out=assign, fp32_precision=precision)
@@ -220,14 +220,12 @@ def compiled(fn):
     return torch.compile(fn, dynamic=False)
 
 
-def run(args, argv) -> dict:
+def baselines(no_compile: bool):
+    """(eager references, their torch.compile versions or {}) by kernel name."""
     import torch
+    import torch._dynamo
     import torch.nn.functional as F
 
-    import torch._dynamo
-
-    from kernels.group_merge_triton import _group_merge, device_arch, group_merge_bytes
-    from kernels.prompt_inject_triton import _prompt_inject, prompt_inject_bytes
     from kernels.reference import group_merge_reference, prompt_inject_reference
 
     # one compiled graph per (shape, dtype): lift the recompile limit so dynamo never falls
@@ -235,79 +233,101 @@ def run(args, argv) -> dict:
     for knob in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, knob):
             setattr(torch._dynamo.config, knob, 1024)
+    refs = {"group_merge": group_merge_reference, "prompt_inject": prompt_inject_reference,
+            "cup_attention": lambda z: F.scaled_dot_product_attention(z, z, z)}
+    return refs, ({} if no_compile else {k: compiled(v) for k, v in refs.items()})
 
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+def measure_config(kernel, dname, B, S, C, args, copy_gbs, refs, compiled_refs, timing=True,
+                   device=DEVICE) -> list[dict]:
+    """The rows of one configuration: parity of the Triton kernel (each fp32 precision), then,
+    with ``timing``, its median time against the eager and compiled references and its
+    bandwidth against ``copy_gbs``. Parity alone also runs on the CPU under the interpreter."""
+    import torch
+
+    from kernels.group_merge_triton import _group_merge, device_arch, group_merge_bytes
+    from kernels.prompt_inject_triton import _prompt_inject, prompt_inject_bytes
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dname]
+    d, D = args.prompt_dim, args.width
+    elt = torch.tensor([], dtype=dtype).element_size()
+    if dtype == torch.bfloat16 and device == "cuda" and not torch.cuda.is_bf16_supported():
+        return [{"kernel": kernel, "dtype": dname, "B": B, "S": S, "C": C, "skipped": "bf16 not supported on this GPU"}]
+    inputs = make_inputs(kernel, B, S, C, d, D, dtype, args.seed, device)
+    base = {"kernel": kernel, "dtype": dname, "B": B, "S": S, "C": C, "d": d}
+    if kernel == "cup_attention":
+        nbytes = 2 * B * (S + C) * d * elt
+    elif kernel == "group_merge":
+        nbytes = group_merge_bytes(B, S, C, d, elt, device_arch(device))
+    else:
+        base["D"] = D
+        nbytes = prompt_inject_bytes(B, S, C, d, D, elt)
+    base["bytes"] = nbytes
+    times = {}
+    if timing:
+        try:
+            times["eager"] = bench(lambda: refs[kernel](*inputs), args)
+        except torch.cuda.OutOfMemoryError:
+            times["eager"] = None
+            base["eager_error"] = "out of memory"
+        if compiled_refs:
+            try:
+                times["compile"] = bench(lambda: compiled_refs[kernel](*inputs), args)
+            except Exception as e:  # noqa: BLE001 - a failing baseline is reported, not fatal
+                times["compile"] = None
+                base["compile_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    precisions = args.fp32_precision if dtype == torch.float32 else ["ieee"]
+    variants = [None] if kernel == "cup_attention" else precisions
+    rows = []
+    for prec in variants:
+        row = dict(base)
+        row["copy_GBps"] = copy_gbs
+        ms = None
+        if prec is not None:
+            row["impl"] = "triton" + (f"-{prec}" if dtype == torch.float32 else "")
+            row["parity"] = parity(kernel, inputs, prec)
+            fn = _group_merge if kernel == "group_merge" else _prompt_inject
+            if timing:
+                ms = bench(lambda: fn(*inputs, fp32_precision=prec), args)
+        else:
+            row["impl"] = "sdpa"
+            ms = times.get("eager")
+        row["ms"] = ms
+        row["eager_ms"] = times.get("eager")
+        row["compile_ms"] = times.get("compile")
+        if ms:
+            row["GBps"] = nbytes / (ms * 1e-3) / 1e9
+            row["frac_copy_bw"] = row["GBps"] / copy_gbs
+            if prec is not None:
+                if row["eager_ms"]:
+                    row["speedup_vs_eager"] = row["eager_ms"] / ms
+                    row["meets_3x_eager"] = row["speedup_vs_eager"] >= SPEEDUP_TARGET
+                if row["compile_ms"]:
+                    row["speedup_vs_compile"] = row["compile_ms"] / ms
+                if kernel == "prompt_inject":
+                    row["meets_70pct_bw"] = row["frac_copy_bw"] >= BANDWIDTH_TARGET
+        rows.append(row)
+    del inputs
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def run(args, argv) -> dict:
     env = environment(argv)
     copy_gbs = copy_bandwidth(args)
     print(f"{env['device']}: copy bandwidth {copy_gbs:.0f} GB/s (1 GiB device-to-device, read + write)")
-    d, D = args.prompt_dim, args.width
-    refs = {"group_merge": group_merge_reference, "prompt_inject": prompt_inject_reference,
-            "cup_attention": lambda z: F.scaled_dot_product_attention(z, z, z)}
-    compiled_refs = {k: compiled(v) for k, v in refs.items()} if not args.no_compile else {}
+    refs, compiled_refs = baselines(args.no_compile)
     rows = []
     for kernel in args.kernels:
         for dname in args.dtypes:
-            dtype = dtypes[dname]
-            elt = torch.tensor([], dtype=dtype).element_size()
-            if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-                rows.append({"kernel": kernel, "dtype": dname, "skipped": "bf16 not supported on this GPU"})
-                continue
-            for B in args.batch:
-                for S in args.seq:
-                    for C in args.groups:
-                        inputs = make_inputs(kernel, B, S, C, d, D, dtype, args.seed)
-                        base = {"kernel": kernel, "dtype": dname, "B": B, "S": S, "C": C, "d": d}
-                        if kernel == "cup_attention":
-                            nbytes = 2 * B * (S + C) * d * elt
-                        elif kernel == "group_merge":
-                            nbytes = group_merge_bytes(B, S, C, d, elt, device_arch(DEVICE))
-                        else:
-                            base["D"] = D
-                            nbytes = prompt_inject_bytes(B, S, C, d, D, elt)
-                        base["bytes"] = nbytes
-                        times = {}
-                        try:
-                            times["eager"] = bench(lambda: refs[kernel](*inputs), args)
-                        except torch.cuda.OutOfMemoryError:
-                            times["eager"] = None
-                            base["eager_error"] = "out of memory"
-                        if compiled_refs:
-                            try:
-                                times["compile"] = bench(lambda: compiled_refs[kernel](*inputs), args)
-                            except Exception as e:  # noqa: BLE001 - a failing baseline is reported, not fatal
-                                times["compile"] = None
-                                base["compile_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
-                        precisions = args.fp32_precision if dtype == torch.float32 else ["ieee"]
-                        variants = [None] if kernel == "cup_attention" else precisions
-                        for prec in variants:
-                            row = dict(base)
-                            row["copy_GBps"] = copy_gbs
-                            if prec is not None:
-                                row["impl"] = "triton" + (f"-{prec}" if dtype == torch.float32 else "")
-                                row["parity"] = parity(kernel, inputs, prec)
-                                fn = _group_merge if kernel == "group_merge" else _prompt_inject
-                                ms = bench(lambda: fn(*inputs, fp32_precision=prec), args)
-                            else:
-                                row["impl"] = "sdpa"
-                                ms = times["eager"]
-                            row["ms"] = ms
-                            row["eager_ms"] = times.get("eager")
-                            row["compile_ms"] = times.get("compile")
-                            if ms:
-                                row["GBps"] = nbytes / (ms * 1e-3) / 1e9
-                                row["frac_copy_bw"] = row["GBps"] / copy_gbs
-                                if prec is not None:
-                                    if row["eager_ms"]:
-                                        row["speedup_vs_eager"] = row["eager_ms"] / ms
-                                        row["meets_3x_eager"] = row["speedup_vs_eager"] >= SPEEDUP_TARGET
-                                    if row["compile_ms"]:
-                                        row["speedup_vs_compile"] = row["compile_ms"] / ms
-                                    if kernel == "prompt_inject":
-                                        row["meets_70pct_bw"] = row["frac_copy_bw"] >= BANDWIDTH_TARGET
-                            rows.append(row)
-                            print_row(row)
-                        del inputs
-                        torch.cuda.empty_cache()
+            for B, S, C in [(B, S, C) for B in args.batch for S in args.seq for C in args.groups]:
+                config_rows = measure_config(kernel, dname, B, S, C, args, copy_gbs, refs, compiled_refs)
+                rows += config_rows
+                if "skipped" in config_rows[0]:
+                    break
+                for row in config_rows:
+                    print_row(row)
     return {"environment": env, "copy_bandwidth_GBps": copy_gbs,
             "targets": {"speedup_vs_eager": SPEEDUP_TARGET, "prompt_inject_frac_copy_bw": BANDWIDTH_TARGET},
             "results": rows}

@@ -12,7 +12,8 @@ which needs no driver and no GPU; ptxas comes with the triton wheel. ``--extra``
 narrower sets to the same folder (one more target for one dtype, say), each as
 comma-separated targets, dtypes, group counts and optionally kernels. The tiles come from
 ``kernels.tiles``, the same table the dispatchers read.
-Line info is left out (``TRITON_DISABLE_LINE_INFO=1``). Set ``TRITON_CACHE_DIR`` to reuse
+Line info is left out (``TRITON_DISABLE_LINE_INFO=1``); fused multiply-add contraction is on
+(``enable_fp_fusion``, as the Triton launches state it too). Set ``TRITON_CACHE_DIR`` to reuse
 compiled kernels between runs.
 
 Exit status 1, naming the build, when a build cannot compile, needs more shared memory
@@ -256,6 +257,7 @@ def compile_build(job: dict, out_dir: str) -> dict:
     from runtime.files import write_bytes_atomic, write_text_atomic
 
     from . import tiles
+    from .group_merge_triton import FP_FUSION
 
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise AotError("compile_build needs the Triton compiler: unset TRITON_INTERPRET (run() does)")
@@ -271,7 +273,7 @@ def compile_build(job: dict, out_dir: str) -> dict:
     sig = {n: t for n, t in ((s["name"], s["type"]) for s in record["signature"][:-2])}
     sig.update({n: "constexpr" for n in constexprs})
     sig = {n: sig[n] for n in fn.arg_names}
-    options = dict(num_warps=job["num_warps"], num_stages=job["num_stages"])
+    options = dict(num_warps=job["num_warps"], num_stages=job["num_stages"], enable_fp_fusion=FP_FUSION)
     if arch == "80":
         options["ptx_version"] = 80
     start = time.perf_counter()

@@ -64,7 +64,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -74,6 +76,10 @@ from . import tiles
 MAX_GROUPS = tiles.MAX_C_PAD  # C_PAD register tiles beyond this spill; use the torch backend
 PROMPT_DIMS = (16, 32, 64, 128)  # tl.dot needs power-of-two dims >= 16
 FP32_DOT_PRECISION = "ieee"  # see the module docstring; "tf32x3" is the near-fp32 alternative
+# Fused multiply-add contraction, stated rather than left to Triton's default: Triton 3.9 warns
+# that its default changes (off from 3.10), and the kernels are checked against the reference
+# with it on, as every Triton from 3.6 to 3.9 compiles them by default.
+FP_FUSION = True
 
 _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
@@ -83,6 +89,24 @@ _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "
 def interpreting() -> bool:
     """Triton runs in its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    major, minor = (int(v) for v in re.findall(r"\d+", version)[:2])
+    return major, minor
+
+
+def interpreter_problem() -> str | None:
+    """Why Triton's interpreter cannot run the kernels in this environment, or None.
+
+    Triton 3.6's interpreter turns a scalar it holds as a 1-element array into a Python int
+    with ``int(array)`` (the bounds of every ``range`` loop on a runtime value), which NumPy
+    refuses from 2.4 on; Triton 3.7 squeezes the array first. Compiled kernels never take
+    that path: the compiler lowers such a loop to ``scf.for`` on its own values."""
+    if _major_minor(triton.__version__) < (3, 7) and _major_minor(np.__version__) >= (2, 4):
+        return (f"Triton {triton.__version__}'s interpreter cannot run with NumPy {np.__version__} (its range "
+                "loops call int() on 1-element arrays, which NumPy 2.4 refuses); use numpy<2.4 or triton>=3.7")
+    return None
 
 
 def check_tensors(kernel: str, named: dict[str, torch.Tensor], shapes: dict[str, tuple],
@@ -112,6 +136,8 @@ def check_tensors(kernel: str, named: dict[str, torch.Tensor], shapes: dict[str,
     if device.type != "cuda" and not (device.type == "cpu" and interpreting()):
         raise ValueError(f"{kernel}: inputs are on {device}; the Triton kernel needs CUDA tensors "
                          "(or CPU tensors with TRITON_INTERPRET=1)")
+    if interpreting() and interpreter_problem():
+        raise ValueError(f"{kernel}: {interpreter_problem()}")
     if interpreting() and dtype == torch.bfloat16:
         raise ValueError(f"{kernel}: bfloat16 is not supported under TRITON_INTERPRET=1 (the interpreter "
                          "computes bf16 tl.dot wrongly); use the torch backend or a CUDA device")
@@ -302,7 +328,7 @@ def _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, *, assign_out=Non
         S, C, *a.stride(), *c.stride(),
         DP=d, C_PAD=C_PAD, BLOCK_S=block_s, TOKENS_PER_PROG=tokens_per_prog, FUSED_EPILOGUE=fused,
         NATIVE_DOT=dtype != torch.float32, STORE_ASSIGN=assign_out is not None, PREC=fp32_precision,
-        num_warps=tile.num_warps, num_stages=tile.num_stages,
+        num_warps=tile.num_warps, num_stages=tile.num_stages, enable_fp_fusion=FP_FUSION,
     )
     if not fused:
         etile = tiles.epilogue_tile(arch, tiles.dtype_name(dtype), C_PAD)
@@ -311,7 +337,7 @@ def _group_merge(a, c, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, *, assign_out=Non
             c, v_w, v_b, o_w, o_b, out, part_sum, part_cnt,
             C, split, *c.stride(),
             DP=d, C_PAD=C_PAD, BLOCK_C=block_c, PREC=fp32_precision,
-            num_warps=etile.num_warps, num_stages=etile.num_stages,
+            num_warps=etile.num_warps, num_stages=etile.num_stages, enable_fp_fusion=FP_FUSION,
         )
     return out
 

@@ -61,7 +61,7 @@ import triton
 import triton.language as tl
 
 from . import tiles
-from .group_merge_triton import FP32_DOT_PRECISION, check_groups, check_tensors, device_arch
+from .group_merge_triton import FP32_DOT_PRECISION, FP_FUSION, check_groups, check_tensors, device_arch
 
 
 @triton.jit
@@ -223,7 +223,7 @@ def _prompt_inject(f, P, down_w, down_b, q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b,
         *f.stride(), *P.stride(),
         DP=d, C_PAD=C_PAD, BLOCK_S=block_s, BLOCK_D=block_d, BLOCK_C=block_c,
         NATIVE_DOT=dtype != torch.float32, STORE_ASSIGN=assign_out is not None, PREC=fp32_precision,
-        num_warps=tile.num_warps, num_stages=tile.num_stages,
+        num_warps=tile.num_warps, num_stages=tile.num_stages, enable_fp_fusion=FP_FUSION,
     )
     return out
 

@@ -103,13 +103,17 @@ def test_cli_rejects_unknown_targets(capsys):
 
 
 VIT_B_GROUPS = [9, 40, 150]  # MFNet, NYUDv2, ADE20K class counts: C_PAD 16, 64, 256
+# The fp32 inject kernel runs at the 255-register cap, and how much ptxas spills there depends
+# on the Triton release (C_PAD >= 64: 24-32 B with 3.6, none with 3.7.1, 80-88 B on sm_90a with
+# 3.9); the 16-bit builds, the ones GPUs run, spill nothing with any of them.
+FP32_SPILL_BYTES = 128
 
 
 @pytest.mark.slow
 def test_vit_b_builds_fit_the_robot_and_server_targets(tmp_path, monkeypatch):
     """Every ViT-B build (d = 32; C = 9, 40, 150; fp32 / fp16 / bf16; 72) for Jetson Orin (sm_87) and
     H100 (sm_90a), compiled from scratch: within the target's shared memory, no spills in 16-bit
-    builds (fp32 at most a few bytes; the one-program merge of short token sets at most 1 KiB),
+    builds (fp32 at most FP32_SPILL_BYTES; the one-program merge of short token sets at most 1 KiB),
     no TF32 products, and at batch 1, S = 1200 (480x640) enough programs to spread over the GPU."""
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))  # nothing reused from earlier runs
     manifest = aot.run(["87", "90a"], ["fp32", "fp16", "bf16"], tmp_path / "aot", groups=VIT_B_GROUPS, jobs=2)
@@ -126,7 +130,7 @@ def test_vit_b_builds_fit_the_robot_and_server_targets(tmp_path, monkeypatch):
             # epilogue in the same program spills at C_PAD >= 64, as it does under the Python dispatch
             assert spills <= 1024, f"{what}: {spills} B of spills"
             continue
-        assert spills <= (0 if r["dtype"] != "fp32" else 16), f"{what}: {spills} B of spills"
+        assert spills <= (0 if r["dtype"] != "fp32" else FP32_SPILL_BYTES), f"{what}: {spills} B of spills"
         programs = aot.grid_size(r, B=1, S=1200)
         least = {"group_merge": 10, "group_merge_epilogue": 1, "prompt_inject": 32}[r["kernel"]]
         assert programs >= least, f"{what}: {programs} programs at batch 1"

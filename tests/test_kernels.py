@@ -15,6 +15,7 @@ reference whenever the assignments agree (they do for every seed used here).
 import importlib
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -22,6 +23,11 @@ import torch
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("Triton needs a CUDA GPU or TRITON_INTERPRET=1", allow_module_level=True)
 pytest.importorskip("triton", reason="Triton is not installed")
+if os.environ.get("TRITON_INTERPRET") == "1":
+    from kernels.group_merge_triton import interpreter_problem
+
+    if interpreter_problem():
+        pytest.skip(interpreter_problem(), allow_module_level=True)
 
 import torch.nn.functional as F  # noqa: E402
 
@@ -414,6 +420,26 @@ def test_invalid_inputs_raise_clear_errors():
     if INTERPRETED:
         with pytest.raises(ValueError, match="bfloat16 is not supported under TRITON_INTERPRET"):
             prompt_inject_triton(*[t.bfloat16() for t in p])
+
+
+def test_an_interpreter_that_cannot_run_the_kernels_says_why(monkeypatch):
+    """Triton 3.6's interpreter with NumPy >= 2.4 stops at the first range loop with a TypeError
+    about 0-dimensional arrays; the kernels refuse that combination first, naming the fix."""
+    import numpy as np
+    import triton
+
+    m = merge_inputs(1, 8, 3, 16, torch.float32)
+    monkeypatch.setattr(triton, "__version__", "3.6.0")
+    monkeypatch.setattr(np, "__version__", "2.4.1")
+    message = "Triton 3.6.0's interpreter cannot run with NumPy 2.4.1 .* use numpy<2.4 or triton>=3.7"
+    assert re.fullmatch(message, gm_mod.interpreter_problem())
+    if INTERPRETED:
+        with pytest.raises(ValueError, match="group_merge: " + message):
+            group_merge_triton(*m)
+    for triton_version, numpy_version in (("3.7.1", "2.4.1"), ("3.6.0", "2.3.5"), ("3.9.0", "2.5.2")):
+        monkeypatch.setattr(triton, "__version__", triton_version)
+        monkeypatch.setattr(np, "__version__", numpy_version)
+        assert gm_mod.interpreter_problem() is None
 
 
 # ---- GoPT end to end ---------------------------------------------------------------------------------
