@@ -205,7 +205,9 @@ def gopt_random_inputs(cfg, batch: int, seed: int):
 
 
 def gopt_random_frames(cfg, frame_input: dict, batch: int, seed: int):
-    """Random raw frames for a --uint8-input graph: its feeds (depth with holes)."""
+    """Random raw frames over the sensors' whole range for a --uint8-input graph: its feeds
+    (depth with holes). Every pixel independent and uniform: what the preprocessing check
+    covers (``check_frame_preprocessing``), not what a network sees."""
     from runtime.preprocess import frame_feeds
 
     rng = np.random.default_rng(seed)
@@ -218,6 +220,68 @@ def gopt_random_frames(cfg, frame_input: dict, batch: int, seed: int):
         aux = rng.integers(0, top, (H, W, cfg.aux_channels), dtype=np.dtype(frame_input["aux_dtype"]))
         feeds.append(frame_feeds(bgr, aux, cfg.img_size, cfg.modality, cfg.aux_channels, frame_input, "bgr"))
     return np.concatenate([f[0] for f in feeds]), np.concatenate([f[1] for f in feeds])
+
+
+def gopt_model_like_frames(cfg, frame_input: dict, batch: int, seed: int):
+    """Random raw frames for a --uint8-input graph whose normalised values follow the float
+    check's random inputs (``gopt_random_inputs``: N(0, 1) in model space), rounded to the
+    sensor's integer type and clipped to its range: its feeds."""
+    from runtime.preprocess import frame_feeds
+
+    rng = np.random.default_rng(seed)
+    H, W = cfg.img_size
+    wide = frame_input["aux_dtype"] == "uint16"
+    feeds = []
+    for _ in range(batch):
+        z = rng.standard_normal((H, W, 3), dtype=np.float32)
+        rgb = np.float32(cfg.rgb_mean) + np.float32(cfg.rgb_std) * z
+        bgr = np.ascontiguousarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8)[..., ::-1])
+        value = np.float32(cfg.aux_mean) + np.float32(cfg.aux_std) * rng.standard_normal(
+            (H, W, cfg.aux_channels), dtype=np.float32)
+        if cfg.modality == "depth":  # metres -> counts of depth_units (0 stays a hole)
+            aux = np.clip(np.rint(value / np.float32(frame_input["depth_units"])), 0, 65535).astype(np.uint16)
+        elif wide:  # 8-bit statistics, 16-bit sensor: x 257
+            aux = np.clip(np.rint(value * 257.0), 0, 65535).astype(np.uint16)
+        else:
+            aux = np.clip(np.rint(value), 0, 255).astype(np.uint8)
+        feeds.append(frame_feeds(bgr, aux, cfg.img_size, cfg.modality, cfg.aux_channels, frame_input, "bgr"))
+    return np.concatenate([f[0] for f in feeds]), np.concatenate([f[1] for f in feeds])
+
+
+class ModelInputs(nn.Module):
+    """The network's two inputs as they are: wrapped in ``FrameInputGraph``, a graph of the
+    preprocessing alone."""
+
+    def forward(self, rgb, aux):
+        return rgb, aux
+
+
+def check_frame_preprocessing(cfg, frame_input: dict, batch: int, folder: Path, opset: int) -> parity.Parity:
+    """The in-graph preprocessing (``FrameInputGraph`` exported around ``ModelInputs``) in
+    ONNX Runtime against the runtime's own (``runtime/preprocess.py``) on uniform random
+    frames over the sensors' whole range, depth holes included. Judged apart from the
+    network: through an untrained network such frames meet near-tied hard assignments,
+    where a rounding difference flips a group and says nothing about the preprocessing."""
+    import tempfile
+
+    from .frame_input import FrameInputGraph
+
+    rgb, aux = gopt_random_frames(cfg, frame_input, batch, seed=2)
+    H, W = cfg.img_size
+    inputs = [TensorSpec("rgb", list(rgb.shape), "uint8"), TensorSpec("aux", list(aux.shape), "uint8")]
+    outputs = [TensorSpec("rgb_input", [batch, 3, H, W], "float32"),
+               TensorSpec("aux_input", [batch, cfg.aux_channels, H, W], "float32")]
+    with tempfile.TemporaryDirectory(prefix=".preprocessing.", dir=folder) as tmp:
+        path = Path(tmp) / "preprocessing.onnx"
+        model = export_graph(FrameInputGraph(ModelInputs(), cfg, frame_input).eval(),
+                             (torch.from_numpy(rgb), torch.from_numpy(aux)), path, inputs, outputs, opset)
+        onnx.save(model, str(path))
+        x, a = ort_session(path).run(["rgb_input", "aux_input"], {"rgb": rgb, "aux": aux})
+    ref_x, ref_a = preprocess_frames(cfg, rgb, aux, frame_input)
+    both = np.concatenate([x.ravel(), a.ravel()])
+    result = parity.compare("preprocessing, full sensor range", both, np.concatenate([ref_x.ravel(), ref_a.ravel()]))
+    result.max_abs_limit = parity.PREPROCESSING_MAX_ABS
+    return result
 
 
 def gopt_sample_frames(cfg):
@@ -275,7 +339,9 @@ def check_gopt(model, path: Path, info: ModelInfo, batch: int, progress: Progres
     if frame_input:
         from runtime.preprocess import frame_feeds
 
-        cases = [("random", gopt_random_frames(cfg, frame_input, batch, seed=1))]
+        # Random frames as the float check's inputs; the sensors' whole range is judged on
+        # the preprocessing alone (check_frame_preprocessing)
+        cases = [("random", gopt_model_like_frames(cfg, frame_input, batch, seed=1))]
         frames = gopt_sample_frames(cfg)
         sample = None
         if frames is not None:
@@ -302,7 +368,15 @@ def check_gopt(model, path: Path, info: ModelInfo, batch: int, progress: Progres
             result = parity.compare(f"{name}: logits", logits, ref.numpy(), (labels, ref_labels))
             result.note = parity.near_tie_note(margin)
             results.append(result)
+    if frame_input:
+        with progress("checking the in-graph preprocessing against the runtime's on full-range frames"):
+            results.append(check_frame_preprocessing(cfg, frame_input, batch, path.parent, info_opset(path)))
     return results
+
+
+def info_opset(path: Path) -> int:
+    model = onnx.load(str(path), load_external_data=False)
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=DEFAULT_OPSET)
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -412,6 +486,8 @@ def run(args) -> int:
             print(f"\nerror: {e}", file=sys.stderr)
             return 2
         report(info, out, args.check_only)
+        if checking and info.frame_input:
+            progress.total += 1  # the preprocessing's own check
         finals, written = [final], [out]
         if not checking:
             return unchecked(written, finals)
