@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 META_KEY = "mmseg_deploy"
 SCHEMA = "mmseg-deploy/1"
@@ -17,6 +18,38 @@ KINDS = ("gopt", "simcmf_encoder", "simcmf_decoder")
 
 class ModelFileError(ValueError):
     """A model file that cannot be used: missing, corrupt, or without this project's metadata."""
+
+
+class UnverifiedModelWarning(UserWarning):
+    """A model that has not passed its export check: ``NAME.unverified.onnx`` (the check
+    failed, or was interrupted), or an engine built from one."""
+
+
+def unverified_reason(path) -> str | None:
+    """Why ``path`` has not passed its export check, or None. Exports keep the ``.unverified``
+    name until ONNX Runtime agrees with PyTorch (``runtime/files.py``); an engine's sidecar
+    names the ONNX file it was built from."""
+    name = Path(path).name
+    if ".unverified." in name:
+        return (f"{name} has not passed its export check (the check failed or did not finish): its outputs may "
+                "not match PyTorch; run `python -m export.onnx CKPT --check-only` (or export.quantize again)")
+    if Path(path).suffix.lower() in (".engine", ".plan"):
+        try:
+            source = json.loads(Path(f"{path}.json").read_text())["onnx"]["file"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # the engine's own checks report a missing or damaged sidecar
+        if isinstance(source, str) and ".unverified." in source:
+            return f"{name} was built from {source}, which has not passed its export check"
+    return None
+
+
+def warn_if_unverified(path) -> None:
+    """An ``UnverifiedModelWarning`` (one line from a command-line tool) for an unchecked model."""
+    import warnings
+
+    reason = unverified_reason(path)
+    if reason:
+        warnings.warn(reason, UnverifiedModelWarning, stacklevel=3)
 
 
 @dataclass
