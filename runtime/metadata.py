@@ -43,12 +43,18 @@ def unverified_reason(path) -> str | None:
     return None
 
 
+_warned: set = set()
+
+
 def warn_if_unverified(path) -> None:
-    """An ``UnverifiedModelWarning`` (one line from a command-line tool) for an unchecked model."""
+    """An ``UnverifiedModelWarning`` (one line from a command-line tool) for an unchecked
+    model, once per file and process."""
     import warnings
 
     reason = unverified_reason(path)
-    if reason:
+    key = str(Path(path).resolve())
+    if reason and key not in _warned:
+        _warned.add(key)
         warnings.warn(reason, UnverifiedModelWarning, stacklevel=3)
 
 
