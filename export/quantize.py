@@ -22,7 +22,9 @@ ONNX Runtime and TensorRT read:
 - --fp8: E4M3 Q/DQ (opset 19, the first with float8 types) for Hopper and later GPUs.
 
 The result is checked against the fp32 model in ONNX Runtime on the bundled real frames:
-GoPT label agreement and logit error, SimCMF mask IoU over clicks. The metadata records
+GoPT label agreement and logit error, SimCMF mask IoU over clicks. Until the check passes
+the model is ``OUT.unverified.onnx``; it is renamed to ``OUT`` only within tolerance (as
+``python -m export.onnx`` does; ``--no-check`` writes ``OUT`` directly). The metadata records
 the precision, the quantizer settings and the calibration set. Exit status: 0 written and
 within tolerance, 1 beyond tolerance, 2 bad arguments or model file.
 """
@@ -39,10 +41,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from runtime.files import atomic_path
-from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info
+from runtime.files import atomic_path, promote, unverified_path
+from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info, warn_if_unverified
 from . import graph
-from .cli import ArgumentParser, UsageError
+from .cli import ArgumentParser, UsageError, count, error_text, input_file, output_file, run_tool
 from .progress import Progress
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
@@ -234,7 +236,7 @@ def quantize(path: Path, out: Path, precision: str, feeds: list[dict], calibrati
     if precision == "fp8" and graph_opset(model) < FP8_OPSET:
         model = onnx.version_converter.convert_version(model, FP8_OPSET)
     excluded = sorted({n for names in keep.values() for n in names})
-    with tempfile.TemporaryDirectory(prefix="quantize.", dir=out.parent) as tmp, quiet_quantizer():
+    with tempfile.TemporaryDirectory(prefix=".quantize.", dir=out.parent) as tmp, quiet_quantizer():
         tmp_in, tmp_out = Path(tmp) / "fp32.onnx", Path(tmp) / "qdq.onnx"
         onnx.save(model, str(tmp_in))
         quantize_static(
@@ -354,9 +356,11 @@ def parse_args(argv):
     ap.add_argument("--calib", help="calibration frames: an MFNet PNG folder or file, an image, a folder or a "
                                     "video (default: the bundled samples)")
     ap.add_argument("--calib-aux", help="the auxiliary frames paired with --calib (folder, image or video)")
-    ap.add_argument("--calib-frames", type=int, default=64, metavar="N",
+    ap.add_argument("--calib-frames", type=count, default=64, metavar="N",
                     help="at most N calibration frames (default 64)")
-    ap.add_argument("-o", "--output", type=Path, help="output path (default MODEL.int8.onnx / MODEL.fp8.onnx)")
+    ap.add_argument("-o", "--output", type=Path, help="output path (default MODEL.int8.onnx / MODEL.fp8.onnx); written "
+                                                      "as OUT.unverified.onnx until its check passes, then renamed "
+                                                      "(replacing an earlier OUT)")
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with the fp32 model")
     return ap.parse_args(argv)
 
@@ -369,66 +373,79 @@ def default_output(path: Path, precision: str) -> Path:
 
 
 def run(argv=None) -> int:
+    """The command (exit status: module docstring); errors are one line (runtime/cli.py)."""
+    return run_tool(quantize_command, parse_args, argv)
+
+
+def check_model(path: Path) -> ModelInfo:
+    """The input's metadata, or a one-line UsageError naming what it is and what is needed."""
+    input_file(path, "an fp32 ONNX model from python -m export.onnx")
     try:
-        args = parse_args(argv)
-        precision = "int8" if args.int8 else "fp8"
-        if not args.onnx.is_file():
-            raise UsageError(f"{args.onnx}: no such file")
-        try:
-            info = read_onnx_info(args.onnx)
-        except ModelFileError as e:
-            raise UsageError(str(e)) from None
-        if info.kind not in ("gopt", "simcmf_encoder"):
-            raise UsageError(f"{args.onnx} is a {info.kind} graph; quantize a GoPT graph or a SimCMF encoder "
-                             "(the SimCMF decoder stays fp32)")
-        if info.precision != "fp32":
-            raise UsageError(f"{args.onnx} is {info.precision}; quantize the fp32 export")
-        if args.calib_frames < 1:
-            raise UsageError(f"--calib-frames must be >= 1, got {args.calib_frames}")
-        if args.calib_aux and not args.calib:
-            raise UsageError("--calib-aux pairs with --calib")
-        out = args.output or default_output(args.onnx, precision)
-        if out.resolve() == args.onnx.resolve():
-            raise UsageError(f"{out}: the output would replace the input model")
-        progress = Progress(3 if args.no_check else 5)
-        with progress("reading the calibration frames"):
-            if args.calib:
-                try:
-                    frames = source_frames(info, args.calib, args.calib_aux, args.calib_frames)
-                except (ValueError, OSError) as e:
-                    raise UsageError(f"--calib: {e}") from None
-                where = str(args.calib) + (f" + {args.calib_aux}" if args.calib_aux else "")
-            else:
-                frames = bundled_frames(info)[:args.calib_frames]
-                where = "bundled samples (data/samples)"
-            if not frames:
-                raise UsageError(f"no calibration frames found in {args.calib}")
-        with progress(f"preprocessing {len(frames)} calibration frame(s) as the runtime does"):
-            feeds = calibration_feeds(args.onnx, frames)
-        calibration = {"source": where, "frames": [name for name, _, _ in frames],
-                       "method": "MinMax" if precision == "int8" else "Distribution"}
-        if len(frames) < 16:
-            print(f"note: {len(frames)} calibration frame(s); ranges from a few frames may clip on other scenes: "
-                  "give a few hundred of the robot's own frames with --calib")
-        with progress(f"quantizing to {precision} ({'MinMax' if precision == 'int8' else 'Distribution'} "
-                      f"calibration, ONNX Runtime)"):
-            qinfo = quantize(args.onnx, out, precision, feeds, calibration, progress)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    model = onnx.load(str(out), load_external_data=False)
+        info = read_onnx_info(path)
+    except ModelFileError as e:
+        raise UsageError(str(e)) from None
+    if info.kind not in ("gopt", "simcmf_encoder"):
+        raise UsageError(f"{path} is a {info.kind} graph; quantize a GoPT graph or a SimCMF encoder "
+                         "(the SimCMF decoder stays fp32)")
+    if info.precision != "fp32":
+        raise UsageError(f"{path} is {info.precision}; quantize the fp32 export")
+    warn_if_unverified(path)
+    return info
+
+
+def quantize_command(args) -> int:
+    """Check everything, calibrate, write ``OUT.unverified.onnx``, check it against the fp32
+    model and only then name it ``OUT`` (replacing an earlier file of that name); a model that
+    fails its check keeps the ``.unverified`` name. ``--no-check`` writes ``OUT`` directly."""
+    precision = "int8" if args.int8 else "fp8"
+    info = check_model(args.onnx)
+    if args.calib_aux and not args.calib:
+        raise UsageError("--calib-aux pairs with --calib")
+    out = args.output or default_output(args.onnx, precision)
+    if out.resolve() == args.onnx.resolve():
+        raise UsageError(f"{out}: the output would replace the input model")
+    if out.suffix != ".onnx":
+        raise UsageError(f"{out}: the output must end with .onnx")
+    written = out if args.no_check else unverified_path(out)
+    output_file(out, replace=True)
+    output_file(written, replace=True)
+    progress = Progress(3 if args.no_check else 5)
+    with progress("reading the calibration frames"):
+        if args.calib:
+            try:
+                frames = source_frames(info, args.calib, args.calib_aux, args.calib_frames)
+            except (ValueError, OSError) as e:
+                raise UsageError(f"--calib: {error_text(e)}") from None
+            where = str(args.calib) + (f" + {args.calib_aux}" if args.calib_aux else "")
+        else:
+            frames = bundled_frames(info)[:args.calib_frames]
+            where = "bundled samples (data/samples)"
+        if not frames:
+            raise UsageError(f"no calibration frames found in {args.calib}")
+    with progress(f"preprocessing {len(frames)} calibration frame(s) as the runtime does"):
+        feeds = calibration_feeds(args.onnx, frames)
+    calibration = {"source": where, "frames": [name for name, _, _ in frames],
+                   "method": "MinMax" if precision == "int8" else "Distribution"}
+    if len(frames) < 16:
+        print(f"note: {len(frames)} calibration frame(s); ranges from a few frames may clip on other scenes: "
+              "give a few hundred of the robot's own frames with --calib")
+    with progress(f"quantizing to {precision} ({'MinMax' if precision == 'int8' else 'Distribution'} "
+                  f"calibration, ONNX Runtime)"):
+        qinfo = quantize(args.onnx, written, precision, feeds, calibration, progress)
+    model = onnx.load(str(written), load_external_data=False)
     counts = {op: sum(n.op_type == op for n in model.graph.node) for op in ("QuantizeLinear", "DequantizeLinear")}
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {precision}, {counts['QuantizeLinear']} Q / "
+    print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB, {precision}, {counts['QuantizeLinear']} Q / "
           f"{counts['DequantizeLinear']} DQ nodes; fp32 kept: "
           + ", ".join(f"{v} {k}" for k, v in qinfo.quantization["fp32"].items()) + ")")
     bad = nonzero_zero_points(model)
     if bad:
         print(f"error: {len(bad)} zero points are not 0 (TensorRT needs symmetric quantization): {bad[:5]}",
               file=sys.stderr)
-        return 1
+        return not_promoted(written, out)
     if args.no_check:
+        print(f"unchecked (--no-check): {out} not compared with the fp32 model")
         return 0
-    results = check(args.onnx, out, bundled_frames(info), progress)
+    results = check(args.onnx, written, bundled_frames(info), progress)
     what = "labels agree" if info.kind == "gopt" else "mask IoU"
     need = (MIN_LABEL_AGREEMENT if info.kind == "gopt" else MIN_MASK_IOU)[precision]
     print()
@@ -436,14 +453,23 @@ def run(argv=None) -> int:
         print(("  ok   " if r.value >= need else "  FAIL ") + r.line(what))
     if all(r.value >= need for r in results):
         print(f"within tolerance ({what} >= {100 * need:.0f}% with the fp32 model)")
+        promote(written, out)
+        print(f"checked: {out}")
         return 0
     print("beyond tolerance: calibrate on more of the robot's frames (--calib), or deploy fp16", file=sys.stderr)
+    return not_promoted(written, out)
+
+
+def not_promoted(written: Path, out: Path) -> int:
+    if written == out:  # --no-check: nothing was judged, the file keeps its name
+        return 1
+    print(f"kept as {written} (failed its check; no file is named {out})", file=sys.stderr)
     return 1
 
 
-def main(argv=None) -> None:
-    sys.exit(run(argv))
+def main(argv=None) -> int:
+    return run(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
