@@ -141,6 +141,21 @@ def output_dir(path, exist_ok: bool = True, flag: str | None = None) -> Path:
     return path
 
 
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def check_result_outputs(json_path=None, plot_path=None) -> None:
+    """A benchmark's ``--json`` / ``--plot``: checked before the first measurement, so that a
+    run's results are never lost at its end. Earlier results under the same names are
+    replaced (the README's commands re-measure into benchmarks/results)."""
+    if json_path is not None:
+        output_file(json_path, replace=True)
+    if plot_path is not None:
+        if Path(plot_path).suffix.lower() not in PLOT_FORMATS:
+            raise UsageError(f"{plot_path}: a plot is written as {', '.join(PLOT_FORMATS)} (by its name's ending)")
+        output_file(plot_path, replace=True)
+
+
 def input_file(path, what: str = "input") -> Path:
     """An input that must be a readable file: one line when it is missing, a folder or unreadable."""
     path = Path(path)
