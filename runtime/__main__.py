@@ -51,7 +51,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .cli import ArgumentParser, count, interrupt_code, output_dir, positive, run_tool, seconds, signals_deferred
+from .cli import (ArgumentParser, count, interrupt_code, output_dir, positive, run_tool, seconds, signals_after,
+                  signals_deferred)
 from .colors import class_names, mask_overlay, overlay
 from .files import write_image_atomic
 from .progress import elapsed
@@ -241,7 +242,8 @@ def run(args) -> int:
             if writer:
                 writer.put(r)
             if bag_out:
-                bag_out.write(r.frame, r.labels)
+                with signals_after():  # a frame's two messages are written whole
+                    bag_out.write(r.frame, r.labels)
             if not args.quiet:
                 print(frame_line(r), flush=True)
             if args.max_frames and len(timings) >= args.max_frames:
@@ -375,7 +377,8 @@ def run_simcmf_bag(seg, args) -> int:
         for frame, mask, iou in click_frames(seg, source, points, labels, args.on_error, skip):
             timings.append({"latency": 1e3 * (time.perf_counter() - last)})
             if bag_out:
-                bag_out.write(frame, mask)
+                with signals_after():
+                    bag_out.write(frame, mask)
             if args.out:
                 write_mask_pngs(args.out, frame.name, frame.rgb, mask, points, labels)
             if not args.quiet:

@@ -137,7 +137,7 @@ def output_dir(path, exist_ok: bool = True, flag: str | None = None) -> Path:
         if not os.access(path, os.W_OK | os.X_OK):
             raise UsageError(f"{path}: cannot write into it (permission denied)")
         return path
-    _check_parent(path / "x")
+    _check_parent(path)  # its parents are made; the folder itself by the tool as it writes
     return path
 
 
@@ -190,22 +190,22 @@ def sigterm_as_interrupt():
 class Deferred:
     """The signal that arrived inside ``signals_deferred``: its exit status, or None."""
 
-    def __init__(self):
-        self.exit_code = None
+    def __init__(self, say: bool = True):
+        self.exit_code, self.say = None, say
 
     def __call__(self, signum, frame):
         code = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
-        if self.exit_code is None:
+        if self.exit_code is None and self.say:
             print(f"{'terminated' if code == EXIT_TERMINATED else 'interrupted'} while finishing the outputs: "
                   "they are completed first", file=sys.stderr, flush=True)
         self.exit_code = self.exit_code or code
 
 
 @contextlib.contextmanager
-def signals_deferred():
+def signals_deferred(say: bool = True):
     """Ctrl-C and SIGTERM are held while the block runs (closing a bag, writing an index), so
     that a second signal cannot discard the finished work; ``.exit_code`` says what came."""
-    deferred = Deferred()
+    deferred = Deferred(say)
     if threading.current_thread() is not threading.main_thread():
         yield deferred
         return
@@ -215,6 +215,18 @@ def signals_deferred():
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def signals_after():
+    """Ctrl-C and SIGTERM wait until the block is done (one message written whole into an
+    output bag), then interrupt as they would have."""
+    with signals_deferred(say=False) as deferred:
+        yield
+    if deferred.exit_code == EXIT_TERMINATED:
+        raise Terminated()
+    if deferred.exit_code == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt()
 
 
 # ---- messages ----------------------------------------------------------------------------------
