@@ -130,9 +130,9 @@ def demo(args) -> int:
         print(f"{onnx_path} was exported from this checkpoint: checking it again instead of exporting "
               "(delete it to export anew)")
         flags = ["--check-only"]
-    if export(export_args([args.checkpoint, "-o", onnx_path, *flags])) != 0:
-        print("the ONNX export is beyond tolerance", file=sys.stderr)
-        return 1
+    status = export(export_args([args.checkpoint, "-o", onnx_path, *flags]))
+    if status != 0:  # 1: beyond tolerance (said above), 2: a bad checkpoint (one line above)
+        return status
 
     if args.modality == "depth":
         print("\n== 3. Segmenter on the real RGB-Depth frame")
