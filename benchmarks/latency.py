@@ -264,6 +264,20 @@ def quick_check_export(ckpt: Path, cached: Path, args) -> None:
                              "the exported .onnx, or run once without --quick to cache it in --work-dir")
 
 
+def model_precisions(path: Path, args) -> list[str]:
+    """--precision, or for an exported file without it the file's own precision (an INT8 or
+    raw-frame export is timed as what it is, not refused as "not fp32")."""
+    if args.precision_given or path.suffix.lower() in (".pt", ".pth"):
+        return args.precisions
+    if path.suffix.lower() == ".onnx":
+        from runtime.metadata import read_onnx_info
+
+        return [file_precision(read_onnx_info(path))]
+    from runtime.trt_backend import read_sidecar
+
+    return [file_precision(read_sidecar(path).model)]
+
+
 def file_precision(info) -> str:
     """A model file's precision as --precision names it: "int8", "fp32:uint8-input", ..."""
     return info.precision + (":uint8-input" if info.frame_input else "")
@@ -708,7 +722,7 @@ def run_benchmarks(args, argv) -> dict:
         kind = model_kind(model_path)
         reference, frames = None, None
         for backend in args.backends:
-            for precision in args.precisions:
+            for precision in model_precisions(model_path, args):
                 label = f"{backend} {precision}"
                 print(f"{model_path.name}: {label}", flush=True)
                 base = {"model": model_path.name, "backend": backend, "precision": precision}
@@ -898,7 +912,8 @@ def parse_args(argv):
     ap.add_argument("--backend", default=None, help=f"comma list (default: {','.join(BACKENDS)})")
     ap.add_argument("--batch", default=None, help="comma list (default 1,4; with --quick 1)")
     ap.add_argument("--size", default=None, help="model input size HxW (default: the checkpoint's)")
-    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--precision", default=None,
+                    help="comma list (default fp32; an exported file: its own precision, e.g. int8)")
     ap.add_argument("--warmup-s", type=seconds, default=2.0)
     ap.add_argument("--min-iters", type=count, default=50)
     ap.add_argument("--min-time-s", type=seconds, default=2.0)
@@ -928,7 +943,8 @@ def parse_args(argv):
         ap.error("--batch is a comma list of integers and --size is HxW, e.g. --batch 1,4 --size 480x640")
     if any(b < 1 for b in args.batches) or (args.size and len(args.size) != 2):
         ap.error("batch sizes must be >= 1 and --size must be HxW")
-    args.precisions = [p.strip() for p in args.precision.split(",")]
+    args.precision_given = args.precision is not None
+    args.precisions = [p.strip() for p in (args.precision or "fp32").split(",")]
     if any(p.split(":")[0] not in PRECISIONS or p.partition(":")[2] not in ("", "uint8-input")
            for p in args.precisions):
         ap.error(f"--precision takes {', '.join(PRECISIONS)}, each optionally with :uint8-input (fp32:uint8-input)")

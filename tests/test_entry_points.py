@@ -95,6 +95,7 @@ def export_quantize(w: Work):
         Case("not an ONNX model", [w.junk_onnx, "--int8"], "not a readable ONNX model"),
         Case("a checkpoint", [w.pt, "--int8"], "not a readable ONNX model"),
         Case("a SimCMF decoder", [w.decoder, "--int8"], "simcmf_decoder graph"),
+        Case("an INT8 model", [w.int8, "--int8"], "quantize the fp32 export"),
         Case("output under a file", [w.onnx, "--int8", "-o", w.under_file("q.onnx")], "is a file, not a folder"),
         Case("folder where the output goes", [w.onnx, "--int8", "-o", w.folder_named("q.onnx")], "is a folder"),
         Case("0 calibration frames", [w.onnx, "--int8", "--calib-frames", "0"], "expected an integer >= 1"),
@@ -111,6 +112,7 @@ def export_tensorrt(w: Work):
         Case("folder where the engine goes", [w.onnx, "-o", w.folder_named("m.engine")], "is a folder"),
         Case("workspace 0", [w.onnx, "--workspace", "0"], "--workspace"),
         Case("batch range on a fixed batch", [w.onnx, "--max-batch", "8"], "batch is fixed"),
+        Case("fp16 from an INT8 model", [w.int8, "--fp16"], "int8 Q/DQ model"),
     ]
 
 
@@ -297,7 +299,12 @@ def work(tmp_path_factory, tiny_gopt_models):
 
     simcmf = tmp_path_factory.mktemp("simcmf")
     export_simcmf(tiny_model(modality="rgbt"), simcmf / "s", 1, progress=Progress(2))
+    from export.quantize import run as quantize
+
+    assert quantize([str(tiny_gopt_models / "thermal.onnx"), "--int8", "--no-check", "-o",
+                     str(simcmf / "int8.onnx")]) == 0
     w = Work(tmp_path_factory.mktemp("misuse"), tiny_gopt_models, simcmf).make()
+    w.int8 = simcmf / "int8.onnx"
     w.existing_pair = w.root / "pair"
     w.existing_pair.mkdir()
     from models.demo_simcmf import BASE_NAME
