@@ -406,3 +406,34 @@ def test_interrupt_and_termination_exit_codes(capsys):
 
     assert run_tool(interrupted, None, []) == 130 and capsys.readouterr().err == "interrupted\n"
     assert run_tool(terminated, None, []) == 143 and capsys.readouterr().err == "terminated\n"
+
+
+def test_models_that_failed_their_check_are_warned_about(work, tmp_path, capsys):
+    """NAME.unverified.onnx (a failed or unfinished export check) loads with a loud one-line
+    warning in every tool that loads it, and a Python warning from Segmenter; an engine built
+    from one says so too."""
+    import json
+    import shutil
+
+    from runtime import Segmenter
+    from runtime.metadata import UnverifiedModelWarning, unverified_reason
+
+    tools = {"runtime.__main__": lambda m: [m, "--rgb", work.frames, "--quiet"],
+             "export.triton_repo": lambda m: [m, "-o", tmp_path / "repo"],
+             "benchmarks.ort_profile": lambda m: [m, "--runs", "1"],
+             "export.quantize": lambda m: [m, "--int8", "--no-check", "-o", tmp_path / "q.onnx"]}
+    for i, (module, argv) in enumerate(tools.items()):
+        model = tmp_path / f"m{i}.unverified.onnx"
+        shutil.copy(work.onnx, model)
+        assert importlib.import_module(module).main([str(a) for a in argv(model)]) == 0
+        warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+        assert len(warned) == 1 and "has not passed its export check" in warned[0], (module, warned)
+    model = tmp_path / "api.unverified.onnx"
+    shutil.copy(work.onnx, model)
+    with pytest.warns(UnverifiedModelWarning, match="has not passed its export check"):
+        Segmenter(model).close()
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"")
+    (tmp_path / "m.engine.json").write_text(json.dumps({"onnx": {"file": "m.unverified.onnx"}}))
+    assert "built from m.unverified.onnx" in unverified_reason(engine)
+    assert unverified_reason(work.onnx) is None
