@@ -20,7 +20,7 @@ def test_demo_end_to_end(tmp_path):
     table = out.stdout.split("labels = torch")[1]
     assert "torch" in table and "onnxruntime" in table and "100.00%" in table
     overlay = cv2.imread(str(tmp_path / "out" / "overlay.png"))
-    assert overlay.shape == (480, 640, 3)
+    assert overlay.shape[:2][0] == 480 and overlay.shape[1] > 640  # the frame and the legend beside it
     import torch
 
     saved = torch.load(ckpt, weights_only=True)
@@ -42,7 +42,7 @@ def test_demo_rgbd_end_to_end(tmp_path):
     assert "onnxruntime" in table and "100.00%" in table
     assert (tmp_path / "demo_rgbd.onnx").is_file() and not (tmp_path / "demo_rgbd.unverified.onnx").exists()
     overlay = cv2.imread(str(tmp_path / "out" / "overlay_rgbd.png"))
-    assert overlay.shape[:2] == (424, 512)
+    assert overlay.shape[0] == 424 and overlay.shape[1] > 512
 
 
 def run_demo(cwd, *args):
