@@ -25,7 +25,7 @@ from runtime.metadata import KINDS, ModelFileError, ModelInfo, gopt_model_info, 
 from runtime.ros_messages import (ENCODINGS, compressed_fields, compressed_to_numpy, image_fields,  # noqa: E402
                                   image_to_numpy)
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SHORT = settings(SETTINGS, max_examples=60)
 
