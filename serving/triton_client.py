@@ -67,7 +67,11 @@ def segment_remote(url: str, protocol: str, rgb: np.ndarray, aux: np.ndarray, mo
         result = client.infer(model, request_inputs(module, rgb, aux),
                               outputs=[module.InferRequestedOutput("labels")])
     except InferenceServerException as e:  # the server's or the connection's error, as the client reports it
-        raise ValueError(f"{url} ({protocol}): {' '.join(str(e).split())}") from None
+        text = " ".join(str(e).split())
+        if "UNAVAILABLE" in str(e.status()) or "UNAVAILABLE" in text:  # gRPC: nothing listens there
+            raise ValueError(f"{url} ({protocol}): cannot reach the server ({text}); is tritonserver running "
+                             "there?") from None
+        raise ValueError(f"{url} ({protocol}): {text}") from None
     except OSError as e:
         raise ValueError(f"{url} ({protocol}): cannot reach the server ({e.strerror or e}); is tritonserver "
                          "running there?") from None
