@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -437,3 +438,52 @@ def test_models_that_failed_their_check_are_warned_about(work, tmp_path, capsys)
     (tmp_path / "m.engine.json").write_text(json.dumps({"onnx": {"file": "m.unverified.onnx"}}))
     assert "built from m.unverified.onnx" in unverified_reason(engine)
     assert unverified_reason(work.onnx) is None
+
+
+def test_one_output_policy(tmp_path):
+    """runtime/cli.py: missing parents are made; an output under a file, a folder where a file
+    goes (and the reverse) and an existing file without the tool's rule are refused."""
+    from runtime.cli import UsageError, output_dir, output_file
+
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    assert output_file(tmp_path / "new" / "deeper" / "out.json") == tmp_path / "new" / "deeper" / "out.json"
+    assert (tmp_path / "new" / "deeper").is_dir() and not (tmp_path / "new" / "deeper" / "out.json").exists()
+    for call, says in ((lambda: output_file(a_file / "x.json"), "is a file, not a folder"),
+                       (lambda: output_file(a_file / "a" / "b.json"), "is a file, not a folder"),
+                       (lambda: output_file(tmp_path), "is a folder"),
+                       (lambda: output_file(a_file), "exists already"),
+                       (lambda: output_file(a_file, flag="--overwrite"), "or pass --overwrite"),
+                       (lambda: output_dir(a_file), "is a file; the output is a folder"),
+                       (lambda: output_dir(a_file / "d"), "is a file, not a folder"),
+                       (lambda: output_dir(tmp_path / "new", exist_ok=False), "exists already")):
+        with pytest.raises(UsageError, match=says):
+            call()
+    assert output_file(a_file, replace=True) == a_file and a_file.read_text() == "x"  # checked, not touched
+    assert output_dir(tmp_path / "made" / "out") == tmp_path / "made" / "out"
+    assert (tmp_path / "made").is_dir() and not (tmp_path / "made" / "out").exists()
+
+
+def test_two_inputs_with_one_output_name_are_refused_before_the_first_frame(work, tmp_path, capsys):
+    """`python -m runtime --rgb DIR --out OUT` with a.png and a.tiff in DIR wrote 4 images and
+    left 2; two folders paired by name with a.png and a.tiff on one side guessed a partner."""
+    import cv2
+
+    from runtime.__main__ import main
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    img = cv2.imread(str(work.frames), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(frames / "a.png"), img)
+    cv2.imwrite(str(frames / "a.tiff"), np.roll(img, 7, axis=1))
+    cv2.imwrite(str(frames / "b.png"), img)
+    assert main([str(work.onnx), "--rgb", str(frames), "--out", str(tmp_path / "out")]) == 2
+    check_one_error_line(capsys.readouterr().err, Case("", [], "a.tiff map to one output name 'a'"))
+    assert not (tmp_path / "out").exists()
+    rgb, aux = tmp_path / "rgb", tmp_path / "aux"
+    rgb.mkdir(), aux.mkdir()
+    cv2.imwrite(str(rgb / "a.png"), img[..., :3])
+    cv2.imwrite(str(aux / "a.png"), img[..., 3])
+    cv2.imwrite(str(aux / "a.jpg"), img[..., 3])
+    assert main([str(work.onnx), "--rgb", str(rgb), "--aux", str(aux)]) == 2
+    check_one_error_line(capsys.readouterr().err, Case("", [], "map to one pairing name 'a'"))
