@@ -326,9 +326,8 @@ def check_one_error_line(err: str, case: Case) -> None:
     assert case.says in errors[0], f"{case.what}: {errors[0]!r} does not say {case.says!r}"
 
 
-def cases():
-    for row in ROWS:
-        yield pytest.param(row, id=row.name.replace("-m ", ""), marks=row.marks)
+def cases() -> list:
+    return [pytest.param(row, id=row.name.replace("-m ", ""), marks=row.marks) for row in ROWS]
 
 
 @pytest.mark.parametrize("row", cases())

@@ -62,7 +62,8 @@ def test_sigkill_mid_stream_leaves_only_complete_images(tmp_path, tiny_onnx, man
     assert len(finals) >= 2
     for p in finals:
         img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        assert img is not None and img.shape[:2] == (960, 1280), f"{p.name} is truncated"
+        # the label map is the frame's size; the overlay adds its legend beside the frame
+        assert img is not None and img.shape[0] == 960 and img.shape[1] >= 1280, f"{p.name} is truncated"
     # what the kill interrupted is a hidden temporary, never a final name
     assert all(re.match(r"\..+\.tmp\.png$", p.name) for p in out.iterdir() if p.name.startswith("."))
 
