@@ -9,7 +9,11 @@
 3. runs `runtime.Segmenter` on the bundled real MFNet RGB-Thermal night frame (depth: the
    ESANet RGB-D frame) with each backend this machine has, prints a timing table;
 4. writes the label map (labels.png: one class index per pixel, uint8) and an overlay with
-   a legend of the classes present (overlay.png) to ``--out``.
+   a legend of the classes present (overlay.png) to ``--out`` (RGB-D: labels_rgbd.png and
+   overlay_rgbd.png, so that the two demos keep their own pictures).
+
+A second run reuses the checkpoint, and the ONNX export when it was written from this
+checkpoint (it is checked again, not exported again).
 """
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ import time
 import cv2
 import numpy as np
 
-from models.demo_checkpoint import DEFAULT_PATHS, UNTRAINED_NOTE, main as write_demo_checkpoint
+from models.demo_checkpoint import DEFAULT_PATHS, UNTRAINED_NOTE, write_demo_checkpoint
 from runtime import Segmenter
+from runtime.cli import ArgumentParser, count, input_file, output_dir, output_file, run_tool
 from runtime.colors import class_names, overlay
 from runtime.files import write_image_atomic
 
@@ -46,30 +51,88 @@ def time_backend(seg: Segmenter, bgr, aux, runs: int):
     return labels, times
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+PICTURES = {"thermal": ("labels.png", "overlay.png"), "depth": ("labels_rgbd.png", "overlay_rgbd.png")}
+
+
+def parse_args(argv=None):
+    ap = ArgumentParser(prog="python demo.py", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modality", choices=sorted(DEFAULT_PATHS), default="thermal",
                     help="thermal: RGB-T on an MFNet frame; depth: RGB-D on the ESANet frame")
-    ap.add_argument("--checkpoint", default=None, help="default: checkpoints/gopt_demo_rgbt.pt (depth: _rgbd.pt)")
+    ap.add_argument("--checkpoint", default=None, help="default: checkpoints/gopt_demo_rgbt.pt (depth: _rgbd.pt); "
+                    "written when missing")
     ap.add_argument("--sample", default=SAMPLE, help="MFNet 4-channel PNG (BGR + thermal), for --modality thermal")
-    ap.add_argument("--out", default="demo_out")
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", default="demo_out", help="folder for the pictures (RGB-T: labels.png, overlay.png; "
+                    "RGB-D: labels_rgbd.png, overlay_rgbd.png), replaced on every run")
+    ap.add_argument("--runs", type=count, default=5)
     args = ap.parse_args(argv)
     args.checkpoint = args.checkpoint or DEFAULT_PATHS[args.modality]
+    if args.modality == "thermal":
+        input_file(args.sample, "an MFNet 4-channel PNG")
+    if not os.path.exists(args.checkpoint):
+        output_file(args.checkpoint)
+    else:
+        input_file(args.checkpoint, "a gopt/1 checkpoint")
+    output_dir(args.out)
+    output_file(onnx_path_of(args.checkpoint), replace=True)
+    return args
 
+
+def onnx_path_of(checkpoint: str) -> str:
+    return os.path.splitext(checkpoint)[0] + ".onnx"
+
+
+def exported_from(checkpoint: str, onnx_path: str) -> bool:
+    """Whether ``onnx_path`` is this demo's export of ``checkpoint`` as it is now: written
+    after the checkpoint, fp32 on float inputs with batch 1 and standard ops, and carrying
+    the checkpoint's configuration. Then the demo checks it again instead of exporting."""
+    from models.checkpoint import read_torch_file
+    from runtime.metadata import ModelFileError, read_onnx_info
+
+    if not os.path.isfile(onnx_path) or os.path.getmtime(onnx_path) < os.path.getmtime(checkpoint):
+        return False
+    try:
+        info = read_onnx_info(onnx_path)
+    except ModelFileError:
+        return False
+    plain = (info.kind == "gopt" and info.precision == "fp32" and info.frame_input is None and not info.plugins
+             and info.inputs[0].shape[0] == 1)
+    if not plain:
+        return False
+    import json
+
+    from models.gopt import GoPTConfig
+
+    config = read_torch_file(checkpoint).get("config", {})
+    try:
+        return json.loads(json.dumps(GoPTConfig(**config).to_dict())) == info.config
+    except (TypeError, ValueError):
+        return False
+
+
+def main(argv=None) -> int:
+    return run_tool(demo, parse_args, argv)
+
+
+def demo(args) -> int:
     print("== 1. checkpoint")
     if not os.path.exists(args.checkpoint):
-        write_demo_checkpoint(["--modality", args.modality, "-o", args.checkpoint])
+        write_demo_checkpoint(args.checkpoint, args.modality)
     else:
         print(f"using {args.checkpoint}")
 
     print("\n== 2. export to ONNX, checked against PyTorch")
-    onnx_path = os.path.splitext(args.checkpoint)[0] + ".onnx"
+    onnx_path = onnx_path_of(args.checkpoint)
     from export.onnx import parse_args as export_args, run as export
 
-    if export(export_args([args.checkpoint, "-o", onnx_path])) != 0:
-        print("the ONNX export is beyond tolerance", file=sys.stderr)
-        return 1
+    flags = []
+    if exported_from(args.checkpoint, onnx_path):
+        print(f"{onnx_path} was exported from this checkpoint: checking it again instead of exporting "
+              "(delete it to export anew)")
+        flags = ["--check-only"]
+    status = export(export_args([args.checkpoint, "-o", onnx_path, *flags]))
+    if status != 0:  # 1: beyond tolerance (said above), 2: a bad checkpoint (one line above)
+        return status
 
     if args.modality == "depth":
         print("\n== 3. Segmenter on the real RGB-Depth frame")
@@ -78,14 +141,13 @@ def main(argv=None) -> int:
         print("\n== 3. Segmenter on the real RGB-Thermal frame")
         frame = cv2.imread(args.sample, cv2.IMREAD_UNCHANGED)
         if frame is None or frame.ndim != 3 or frame.shape[2] != 4:
-            print(f"{args.sample}: expected an MFNet 4-channel PNG (BGR + thermal)", file=sys.stderr)
-            return 2
+            raise ValueError(f"{args.sample}: expected an MFNet 4-channel PNG (BGR + thermal)")
         bgr, aux = frame[..., :3], frame[..., 3]
     rows, results = [], {}
     for path in (args.checkpoint, onnx_path):
         seg = Segmenter(path)
         print(seg)
-        labels, times = time_backend(seg, bgr, aux, max(args.runs, 1))
+        labels, times = time_backend(seg, bgr, aux, args.runs)
         results[seg.backend] = labels
         rows.append((seg.backend, seg.device, seg.info.precision, times))
     reference = results["torch"]
@@ -102,11 +164,12 @@ def main(argv=None) -> int:
     print("\n== 4. pictures")
     labels = results["onnxruntime"]
     names = class_names(cfg)
-    write_image_atomic(os.path.join(args.out, "labels.png"), labels)
-    write_image_atomic(os.path.join(args.out, "overlay.png"), overlay(bgr, labels, cfg["num_classes"], names))
+    labels_png, overlay_png = (os.path.join(args.out, name) for name in PICTURES[args.modality])
+    write_image_atomic(labels_png, labels)
+    write_image_atomic(overlay_png, overlay(bgr, labels, cfg["num_classes"], names))
     counts = np.bincount(labels.ravel(), minlength=cfg["num_classes"])
     print("class pixels: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts) if c))
-    print(f"wrote {args.out}/labels.png and {args.out}/overlay.png")
+    print(f"wrote {labels_png} and {overlay_png}")
     if cfg.get("untrained"):
         print(f"note: {UNTRAINED_NOTE}")
     return 0

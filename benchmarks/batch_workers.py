@@ -10,7 +10,6 @@ actor start (model load), decoding, preprocessing, inference and writing the lab
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -22,23 +21,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from runtime.cli import ArgumentParser, check_result_outputs, count, input_file, run_tool  # noqa: E402
+
 SAMPLES = [ROOT / "data" / "samples" / f for f in ("mfnet_01234N.png", "mfnet_01477D.png")]
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="an exported GoPT RGB-thermal .onnx")
-    p.add_argument("--frames", type=int, default=240)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
-    p.add_argument("--json", type=Path, default=None)
+def parse_args(argv=None):
+    p = ArgumentParser(prog="python benchmarks/batch_workers.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", type=Path, help="an exported GoPT RGB-thermal .onnx")
+    p.add_argument("--frames", type=count, default=240)
+    p.add_argument("--repeats", type=count, default=3)
+    p.add_argument("--batch-size", type=count, default=4)
+    p.add_argument("--cpus", type=count, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--json", type=Path, default=None, help="write the results here (replaces an earlier file)")
     args = p.parse_args(argv)
+    input_file(args.model, "an exported GoPT model")
+    check_result_outputs(args.json)
+    return args
 
-    import ray
 
-    from runtime.batch import segment_recording
+def main(argv=None) -> int:
+    return run_tool(lambda args: benchmark_command(args, argv), parse_args, argv)
+
+
+def benchmark_command(args, argv) -> int:
+    from runtime.batch import model_info, segment_recording
     from runtime.files import write_text_atomic
+
+    info = model_info(args.model)  # an exported GoPT model, read before Ray starts
+    if info.config.get("modality") != "thermal" or info.config.get("aux_channels") != 1:
+        raise ValueError(f"{args.model}: an RGB-{info.config.get('modality')} model; the bundled MFNet frames this "
+                         "benchmark segments need an RGB-thermal one")
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("Ray Data is needed: pip install 'mmseg-deploy[fleet]'") from None
 
     work = Path(tempfile.mkdtemp(prefix="batch_workers_"))
     try:
@@ -53,7 +70,8 @@ def main(argv=None) -> int:
                 for workers in (1, 2):
                     report = segment_recording(args.model, work / f"out_{r}_{workers}", rgb=frames, workers=workers,
                                                batch_size=args.batch_size)
-                    assert report.segmented == args.frames, report
+                    if report.segmented != args.frames:
+                        raise RuntimeError(f"{report.segmented} of {args.frames} frames segmented: {report}")
                     fps[workers].append(report.fps)
                     print(f"repeat {r}: {workers} worker(s): {report.fps:.1f} frames/s ({report.seconds:.1f} s)",
                           flush=True)

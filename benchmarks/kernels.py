@@ -44,6 +44,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from runtime.cli import ArgumentParser, check_result_outputs, count, output_dir, run_tool  # noqa: E402
+
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
 KERNELS = ("group_merge", "prompt_inject", "cup_attention")
 SPEEDUP_TARGET = 3.0
@@ -54,31 +56,38 @@ DEVICE = "cuda"
 
 
 def fail(msg: str) -> None:
-    print(f"benchmarks/kernels.py: {msg}", file=sys.stderr)
-    sys.exit(2)
+    """What this machine lacks: one line, exit status 2 (runtime/cli.py)."""
+    raise ValueError(msg)
+
+
+def counts(text: str) -> list[int]:
+    """argparse type: a comma list of integers >= 1."""
+    return [count(v) for v in text.split(",") if v] or count(text)
 
 
 def parse_args(argv):
-    ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
     names = lambda s: [v for v in s.split(",") if v]  # noqa: E731
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    ints = counts
+    p = ArgumentParser(prog="python benchmarks/kernels.py", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=ints, default=[1, 8, 32])
     p.add_argument("--seq", type=ints, default=[1200, 4096], help="token counts S")
     p.add_argument("--groups", type=ints, default=[9, 40], help="group counts C")
-    p.add_argument("--prompt-dim", type=int, default=32, help="prompter width d")
-    p.add_argument("--width", type=int, default=768, help="backbone width D")
+    p.add_argument("--prompt-dim", type=count, default=32, help="prompter width d")
+    p.add_argument("--width", type=count, default=768, help="backbone width D")
     p.add_argument("--dtypes", type=names, default=list(DTYPE_NAMES))
     p.add_argument("--kernels", type=names, default=list(KERNELS))
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     p.add_argument("--fp32-precision", type=names, default=["ieee"],
                    help="tl.dot input precision(s) for fp32 inputs: ieee (default), tf32x3")
-    p.add_argument("--warmup-ms", type=int, default=25)
-    p.add_argument("--rep-ms", type=int, default=100)
+    p.add_argument("--warmup-ms", type=count, default=25)
+    p.add_argument("--rep-ms", type=count, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None,
-                   help="output file (default benchmarks/results/kernels_<gpu>.json)")
+                   help="output file (default benchmarks/results/kernels_<gpu>.json; replaces an earlier file)")
     args = p.parse_args(argv)
+    check_result_outputs(args.json)
+    output_dir(ROOT / "benchmarks" / "results")
     for name, allowed in (("dtypes", DTYPE_NAMES), ("kernels", KERNELS), ("fp32_precision", ("ieee", "tf32x3"))):
         bad = sorted(set(getattr(args, name)) - set(allowed))
         if bad:
@@ -380,7 +389,10 @@ def summary(result) -> list[str]:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
+    return run_tool(lambda args: benchmark_command(args, argv), parse_args, argv)
+
+
+def benchmark_command(args, argv) -> int:
     if os.environ.get("TRITON_INTERPRET") == "1":
         fail("TRITON_INTERPRET=1 is set: the interpreter cannot be timed; unset it and run on a CUDA GPU")
     try:

@@ -52,7 +52,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from runtime.cli import (ArgumentParser, check_result_outputs, count, input_file, output_dir,  # noqa: E402
+                         positive, run_tool, seconds)
 from runtime.files import write_figure_atomic, write_text_atomic  # noqa: E402  (after the path insert)
+from runtime.metadata import warn_if_unverified  # noqa: E402
 
 BACKENDS = ("torch", "triton", "compile", "onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -214,10 +217,15 @@ def model_kind(path: Path) -> str:
         from runtime.metadata import read_onnx_info
 
         kind = read_onnx_info(path).kind
-    else:
+    elif suffix in (".engine", ".plan"):
         from runtime.trt_backend import read_sidecar
 
         kind = read_sidecar(path).model.kind
+    else:
+        raise ValueError(f"{path}: unknown model file type {suffix!r}; expected a checkpoint (.pt / .pth), an "
+                         ".onnx export or a TensorRT engine (.engine / .plan)")
+    if kind == "simcmf_decoder":
+        raise ValueError(f"{path}: a SimCMF decoder; time its encoder (NAME.encoder.onnx), which finds the decoder")
     return "gopt" if kind == "gopt" else "simcmf"
 
 
@@ -257,6 +265,20 @@ def quick_check_export(ckpt: Path, cached: Path, args) -> None:
     if args.quick and not args.backend_given and not cached.exists() and mb > QUICK_EXPORT_MAX_MB:
         raise SkippedInQuick(f"needs an ONNX export of the {mb:.0f} MB checkpoint (about 30 s for ViT-B); pass "
                              "the exported .onnx, or run once without --quick to cache it in --work-dir")
+
+
+def model_precisions(path: Path, args) -> list[str]:
+    """--precision, or for an exported file without it the file's own precision (an INT8 or
+    raw-frame export is timed as what it is, not refused as "not fp32")."""
+    if args.precision_given or path.suffix.lower() in (".pt", ".pth"):
+        return args.precisions
+    if path.suffix.lower() == ".onnx":
+        from runtime.metadata import read_onnx_info
+
+        return [file_precision(read_onnx_info(path))]
+    from runtime.trt_backend import read_sidecar
+
+    return [file_precision(read_sidecar(path).model)]
 
 
 def file_precision(info) -> str:
@@ -594,7 +616,7 @@ def run_interleaved(args, argv) -> dict:
         env["load_average_start"] = list(os.getloadavg())
     checkpoints = [Path(m) for m in args.models if Path(m).suffix.lower() in (".pt", ".pth")]
     if len(checkpoints) > 1 or any(model_kind(Path(m)) != "gopt" for m in args.models):
-        raise SystemExit("--interleave: one GoPT checkpoint and / or GoPT .onnx exports of it")
+        raise ValueError("--interleave: one GoPT checkpoint and / or GoPT .onnx exports of it")
     name = checkpoints[0].name if checkpoints else Path(args.models[0]).name
     rows, entries = [], []
     for model_path in map(Path, args.models):
@@ -780,7 +802,7 @@ def run_benchmarks(args, argv) -> dict:
         kind = model_kind(model_path)
         reference, frames = None, None
         for backend in args.backends:
-            for precision in args.precisions:
+            for precision in model_precisions(model_path, args):
                 label = f"{backend} {precision}"
                 print(f"{model_path.name}: {label}", flush=True)
                 base = {"model": model_path.name, "backend": backend, "precision": precision}
@@ -963,24 +985,25 @@ def plot(result, path) -> None:
 # ---- command line -------------------------------------------------------------------------------
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python benchmarks/latency.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python benchmarks/latency.py", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", type=Path)
     ap.add_argument("--base", help="SAM ViT-B checkpoint for a SimCMF delta checkpoint")
     ap.add_argument("--backend", default=None, help=f"comma list (default: {','.join(BACKENDS)})")
     ap.add_argument("--batch", default=None, help="comma list (default 1,4; with --quick 1)")
     ap.add_argument("--size", default=None, help="model input size HxW (default: the checkpoint's)")
-    ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--warmup-s", type=float, default=2.0)
-    ap.add_argument("--min-iters", type=int, default=50)
-    ap.add_argument("--min-time-s", type=float, default=2.0)
-    ap.add_argument("--max-time-s", type=float, default=120.0, help="stop a configuration after this long")
+    ap.add_argument("--precision", default=None,
+                    help="comma list (default fp32; an exported file: its own precision, e.g. int8)")
+    ap.add_argument("--warmup-s", type=seconds, default=2.0)
+    ap.add_argument("--min-iters", type=count, default=50)
+    ap.add_argument("--min-time-s", type=seconds, default=2.0)
+    ap.add_argument("--max-time-s", type=positive, default=120.0, help="stop a configuration after this long")
     ap.add_argument("--cuda-graph", action="store_true", help="replay compute-only PyTorch / TensorRT as CUDA graphs")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--end-to-end", action="store_true")
     mode.add_argument("--compute-only", action="store_true")
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--plot", type=Path)
+    ap.add_argument("--json", type=Path, help="write the results here (replaces an earlier result file)")
+    ap.add_argument("--plot", type=Path, help="plot the results here (.png, .svg or .pdf; replaces an earlier plot)")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--interleave", action="store_true",
                     help="time every configuration of a model in turns (one call each per round)")
@@ -1000,14 +1023,15 @@ def parse_args(argv):
         ap.error("--batch is a comma list of integers and --size is HxW, e.g. --batch 1,4 --size 480x640")
     if any(b < 1 for b in args.batches) or (args.size and len(args.size) != 2):
         ap.error("batch sizes must be >= 1 and --size must be HxW")
-    args.precisions = [p.strip() for p in args.precision.split(",")]
+    args.precision_given = args.precision is not None
+    args.precisions = [p.strip() for p in (args.precision or "fp32").split(",")]
     if any(p.split(":")[0] not in PRECISIONS or p.partition(":")[2] not in ("", "uint8-input")
            for p in args.precisions):
         ap.error(f"--precision takes {', '.join(PRECISIONS)}, each optionally with :uint8-input (fp32:uint8-input)")
     args.modes = ["end-to-end"] if args.end_to_end else ["compute-only"] if args.compute_only else list(MODES)
     for m in args.models:
-        if not m.is_file():
-            ap.error(f"{m}: no such file")
+        input_file(m, "a model")
+    check_result_outputs(args.json, args.plot)
     if args.quick:
         args.warmup_s, args.min_iters, args.min_time_s, args.max_time_s = 0.2, 3, 0.0, 10.0
     return args
@@ -1015,7 +1039,14 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
+    return run_tool(lambda args: benchmark_command(args, argv), parse_args, argv)
+
+
+def benchmark_command(args, argv) -> int:
+    for m in args.models:
+        warn_if_unverified(m)
+        model_kind(m)  # a file the benchmark cannot time is refused before any timing
+    output_dir(args.work_dir)
     result = (run_interleaved if args.interleave else run_benchmarks)(args, ["benchmarks/latency.py", *argv])
     print_table(result)
     if args.markdown:

@@ -24,8 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from runtime.cli import ArgumentParser, check_result_outputs, count, input_file, natural, run_tool  # noqa: E402
 from runtime.files import write_text_atomic  # noqa: E402  (after the path insert)
-from runtime.metadata import read_onnx_info  # noqa: E402
+from runtime.metadata import read_onnx_info, warn_if_unverified  # noqa: E402
 
 
 def random_feeds(info, seed: int = 0) -> dict[str, np.ndarray]:
@@ -74,20 +75,25 @@ def op_times(path: Path, runs: int, threads: int = 0) -> dict[str, float]:
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    ap = ArgumentParser(prog="python benchmarks/ort_profile.py", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", type=Path)
-    ap.add_argument("--runs", type=int, default=3, help="profiled runs after the warm-up (default 3)")
-    ap.add_argument("--top", type=int, default=15, help="operator types to print (default 15)")
-    ap.add_argument("--threads", type=int, default=0, help="intra-op threads (default: ONNX Runtime's choice)")
-    ap.add_argument("--json", type=Path, help="write the full table as JSON")
+    ap.add_argument("--runs", type=count, default=3, help="profiled runs after the warm-up (default 3)")
+    ap.add_argument("--top", type=count, default=15, help="operator types to print (default 15)")
+    ap.add_argument("--threads", type=natural, default=0, help="intra-op threads (default 0: ONNX Runtime's choice)")
+    ap.add_argument("--json", type=Path, help="write the full table as JSON (replaces an earlier file)")
     args = ap.parse_args(argv)
-    if not args.model.is_file():
-        print(f"error: {args.model}: no such file", file=sys.stderr)
-        return 2
-    if args.runs < 1:
-        print(f"error: --runs must be >= 1, got {args.runs}", file=sys.stderr)
-        return 2
+    input_file(args.model, "an ONNX model")
+    check_result_outputs(args.json)
+    return args
+
+
+def profile_command(args) -> int:
+    if args.model.suffix.lower() != ".onnx":
+        raise ValueError(f"{args.model}: ONNX Runtime profiles .onnx models (python -m export.onnx writes them)")
+    read_onnx_info(args.model)  # a file without the project's metadata is refused before any work
+    warn_if_unverified(args.model)
     times = op_times(args.model, args.runs, args.threads)
     total = sum(times.values())
     print(f"{args.model.name}: {total:.1f} ms of kernel time per run ({args.runs} profiled runs)")
@@ -97,6 +103,10 @@ def main(argv=None) -> int:
         write_text_atomic(args.json, json.dumps({"model": str(args.model), "runs": args.runs,
                                                  "ms_per_run": times}, indent=1))
     return 0
+
+
+def main(argv=None) -> int:
+    return run_tool(profile_command, parse_args, argv)
 
 
 if __name__ == "__main__":

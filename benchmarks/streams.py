@@ -55,6 +55,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.latency import _json_default, environment  # noqa: E402
 from runtime import Segmenter  # noqa: E402
+from runtime.cli import ArgumentParser, check_result_outputs, count, input_file, positive, run_tool, seconds  # noqa: E402,E501
+from runtime.streams import check_inputs_exist  # noqa: E402
 from runtime.files import atomic_path, write_text_atomic  # noqa: E402
 from runtime.multicamera import multi_stream  # noqa: E402
 from runtime.replay import Replay, SensorRates  # noqa: E402
@@ -93,7 +95,12 @@ def make_replay(args, modality: str, camera: int):
 
 
 def open_segmenter(args) -> Segmenter:
-    return Segmenter(args.model, depth_units=args.depth_units)
+    seg = Segmenter(args.model, depth_units=args.depth_units)
+    if seg.kind != "gopt":
+        seg.close()
+        raise ValueError(f"{args.model}: a SimCMF model segments on clicks; streams at camera rates run GoPT "
+                         "models (rgb + aux frames)")
+    return seg
 
 
 # ---- utilisation --------------------------------------------------------------------------------
@@ -399,53 +406,48 @@ def stale_events(run, cam) -> list[tuple[float, str]]:
 # ---- command line -------------------------------------------------------------------------------
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python benchmarks/streams.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python benchmarks/streams.py", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", type=Path)
     ap.add_argument("--source", nargs="+", metavar="PATH", help="RGB [AUX]: a recording (open_source) instead "
                     "of the bundled frames, replayed at its timestamps (--rgb-hz when it has none)")
     ap.add_argument("--match", default="name", choices=("name", "timestamp"), help="how --source folders pair")
-    ap.add_argument("--rgb-hz", type=float, default=30.0)
-    ap.add_argument("--aux-hz", type=float, default=None, help="default: 8.7 (thermal), 30 (depth)")
-    ap.add_argument("--jitter-ms", type=float, default=2.0)
-    ap.add_argument("--max-skew-ms", type=float, default=None,
+    ap.add_argument("--rgb-hz", type=positive, default=30.0)
+    ap.add_argument("--aux-hz", type=positive, default=None, help="default: 8.7 (thermal), 30 (depth)")
+    ap.add_argument("--jitter-ms", type=seconds, default=2.0)
+    ap.add_argument("--max-skew-ms", type=seconds, default=None,
                     help="pair an RGB frame with an aux frame at most this old (default: one aux period + 3 jitters)")
-    ap.add_argument("--cameras", type=int, default=1)
-    ap.add_argument("--duration-s", type=float, default=20.0, help="capture time per configuration")
+    ap.add_argument("--cameras", type=count, default=1)
+    ap.add_argument("--duration-s", type=positive, default=20.0, help="capture time per configuration")
     ap.add_argument("--drop-stale", action="store_true", help="run only pipelined+drop_stale (with --no-pipeline: "
                     "both)")
     ap.add_argument("--no-pipeline", action="store_true", help="run only sequential")
-    ap.add_argument("--max-batch", type=int, default=None, help="--cameras: frames per inference call at most")
-    ap.add_argument("--buffers", type=int, default=2, help="unread frames a camera holds before overwriting")
-    ap.add_argument("--depth-units", type=float, default=0.001, help="metres per count of uint16 depth frames")
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--plot", type=Path)
+    ap.add_argument("--max-batch", type=count, default=None, help="--cameras: frames per inference call at most")
+    ap.add_argument("--buffers", type=count, default=2, help="unread frames a camera holds before overwriting")
+    ap.add_argument("--depth-units", type=positive, default=0.001, help="metres per count of uint16 depth frames")
+    ap.add_argument("--json", type=Path, help="write the results here (replaces an earlier result file)")
+    ap.add_argument("--plot", type=Path, help="plot the results here (.png, .svg or .pdf; replaces an earlier plot)")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--quick", action="store_true", help="2 s per configuration (a smoke run)")
     args = ap.parse_args(argv)
-    if not args.model.is_file():
-        ap.error(f"{args.model}: no such file")
+    input_file(args.model, "a model")
     if args.source and len(args.source) > 2:
         ap.error("--source takes RGB [AUX]: one MFNet PNG / folder, or two folders / videos / images")
-    if args.cameras < 1 or args.buffers < 1 or (args.max_batch is not None and args.max_batch < 1):
-        ap.error("--cameras, --buffers and --max-batch must be >= 1")
-    if not (args.rgb_hz > 0 and (args.aux_hz is None or args.aux_hz > 0)) or args.jitter_ms < 0:
-        ap.error("--rgb-hz and --aux-hz must be positive and --jitter-ms >= 0")
+    if args.source:
+        check_inputs_exist(*args.source)
+    check_result_outputs(args.json, args.plot)
     if args.quick:
         args.duration_s = min(args.duration_s, 2.0)
-    if not args.duration_s > 0:
-        ap.error("--duration-s must be positive")
     return args
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    try:
-        result = run_benchmark(args, ["benchmarks/streams.py", *argv])
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_tool(lambda args: benchmark_command(args, argv), parse_args, argv)
+
+
+def benchmark_command(args, argv) -> int:
+    result = run_benchmark(args, ["benchmarks/streams.py", *argv])
     print_table(result)
     if args.markdown:
         print("\n" + markdown(result))

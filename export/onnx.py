@@ -43,6 +43,7 @@ from torch import nn
 from runtime.files import atomic_path, promote, unverified_path
 from runtime.metadata import ModelFileError, ModelInfo, TensorSpec, gopt_model_info, read_onnx_info
 from . import graph, parity
+from .cli import ArgumentParser, UsageError, count, error_text, output_file, positive, run_tool
 from .progress import Progress
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
@@ -205,7 +206,9 @@ def gopt_random_inputs(cfg, batch: int, seed: int):
 
 
 def gopt_random_frames(cfg, frame_input: dict, batch: int, seed: int):
-    """Random raw frames for a --uint8-input graph: its feeds (depth with holes)."""
+    """Random raw frames over the sensors' whole range for a --uint8-input graph: its feeds
+    (depth with holes). Every pixel independent and uniform: what the preprocessing check
+    covers (``check_frame_preprocessing``), not what a network sees."""
     from runtime.preprocess import frame_feeds
 
     rng = np.random.default_rng(seed)
@@ -218,6 +221,68 @@ def gopt_random_frames(cfg, frame_input: dict, batch: int, seed: int):
         aux = rng.integers(0, top, (H, W, cfg.aux_channels), dtype=np.dtype(frame_input["aux_dtype"]))
         feeds.append(frame_feeds(bgr, aux, cfg.img_size, cfg.modality, cfg.aux_channels, frame_input, "bgr"))
     return np.concatenate([f[0] for f in feeds]), np.concatenate([f[1] for f in feeds])
+
+
+def gopt_model_like_frames(cfg, frame_input: dict, batch: int, seed: int):
+    """Random raw frames for a --uint8-input graph whose normalised values follow the float
+    check's random inputs (``gopt_random_inputs``: N(0, 1) in model space), rounded to the
+    sensor's integer type and clipped to its range: its feeds."""
+    from runtime.preprocess import frame_feeds
+
+    rng = np.random.default_rng(seed)
+    H, W = cfg.img_size
+    wide = frame_input["aux_dtype"] == "uint16"
+    feeds = []
+    for _ in range(batch):
+        z = rng.standard_normal((H, W, 3), dtype=np.float32)
+        rgb = np.float32(cfg.rgb_mean) + np.float32(cfg.rgb_std) * z
+        bgr = np.ascontiguousarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8)[..., ::-1])
+        value = np.float32(cfg.aux_mean) + np.float32(cfg.aux_std) * rng.standard_normal(
+            (H, W, cfg.aux_channels), dtype=np.float32)
+        if cfg.modality == "depth":  # metres -> counts of depth_units (0 stays a hole)
+            aux = np.clip(np.rint(value / np.float32(frame_input["depth_units"])), 0, 65535).astype(np.uint16)
+        elif wide:  # 8-bit statistics, 16-bit sensor: x 257
+            aux = np.clip(np.rint(value * 257.0), 0, 65535).astype(np.uint16)
+        else:
+            aux = np.clip(np.rint(value), 0, 255).astype(np.uint8)
+        feeds.append(frame_feeds(bgr, aux, cfg.img_size, cfg.modality, cfg.aux_channels, frame_input, "bgr"))
+    return np.concatenate([f[0] for f in feeds]), np.concatenate([f[1] for f in feeds])
+
+
+class ModelInputs(nn.Module):
+    """The network's two inputs as they are: wrapped in ``FrameInputGraph``, a graph of the
+    preprocessing alone."""
+
+    def forward(self, rgb, aux):
+        return rgb, aux
+
+
+def check_frame_preprocessing(cfg, frame_input: dict, batch: int, folder: Path, opset: int) -> parity.Parity:
+    """The in-graph preprocessing (``FrameInputGraph`` exported around ``ModelInputs``) in
+    ONNX Runtime against the runtime's own (``runtime/preprocess.py``) on uniform random
+    frames over the sensors' whole range, depth holes included. Judged apart from the
+    network: through an untrained network such frames meet near-tied hard assignments,
+    where a rounding difference flips a group and says nothing about the preprocessing."""
+    import tempfile
+
+    from .frame_input import FrameInputGraph
+
+    rgb, aux = gopt_random_frames(cfg, frame_input, batch, seed=2)
+    H, W = cfg.img_size
+    inputs = [TensorSpec("rgb", list(rgb.shape), "uint8"), TensorSpec("aux", list(aux.shape), "uint8")]
+    outputs = [TensorSpec("rgb_input", [batch, 3, H, W], "float32"),
+               TensorSpec("aux_input", [batch, cfg.aux_channels, H, W], "float32")]
+    with tempfile.TemporaryDirectory(prefix=".preprocessing.", dir=folder) as tmp:
+        path = Path(tmp) / "preprocessing.onnx"
+        model = export_graph(FrameInputGraph(ModelInputs(), cfg, frame_input).eval(),
+                             (torch.from_numpy(rgb), torch.from_numpy(aux)), path, inputs, outputs, opset)
+        onnx.save(model, str(path))
+        x, a = ort_session(path).run(["rgb_input", "aux_input"], {"rgb": rgb, "aux": aux})
+    ref_x, ref_a = preprocess_frames(cfg, rgb, aux, frame_input)
+    both = np.concatenate([x.ravel(), a.ravel()])
+    result = parity.compare("preprocessing, full sensor range", both, np.concatenate([ref_x.ravel(), ref_a.ravel()]))
+    result.max_abs_limit = parity.PREPROCESSING_MAX_ABS
+    return result
 
 
 def gopt_sample_frames(cfg):
@@ -275,7 +340,9 @@ def check_gopt(model, path: Path, info: ModelInfo, batch: int, progress: Progres
     if frame_input:
         from runtime.preprocess import frame_feeds
 
-        cases = [("random", gopt_random_frames(cfg, frame_input, batch, seed=1))]
+        # Random frames as the float check's inputs; the sensors' whole range is judged on
+        # the preprocessing alone (check_frame_preprocessing)
+        cases = [("random", gopt_model_like_frames(cfg, frame_input, batch, seed=1))]
         frames = gopt_sample_frames(cfg)
         sample = None
         if frames is not None:
@@ -302,7 +369,15 @@ def check_gopt(model, path: Path, info: ModelInfo, batch: int, progress: Progres
             result = parity.compare(f"{name}: logits", logits, ref.numpy(), (labels, ref_labels))
             result.note = parity.near_tie_note(margin)
             results.append(result)
+    if frame_input:
+        with progress("checking the in-graph preprocessing against the runtime's on full-range frames"):
+            results.append(check_frame_preprocessing(cfg, frame_input, batch, path.parent, info_opset(path)))
     return results
+
+
+def info_opset(path: Path) -> int:
+    model = onnx.load(str(path), load_external_data=False)
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=DEFAULT_OPSET)
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -313,18 +388,18 @@ def default_output(ckpt: str, fp16: bool, frames: bool = False) -> Path:
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m export.onnx", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
     ap.add_argument("--base", help="SAM ViT-B checkpoint (sam_vit_b_01ec64.pth) for a SimCMF delta")
     ap.add_argument("--modality", help="SimCMF modality (rgbt, rgbd, t, d, hha, ...): its normalisation "
                     "constants go into the model file (official checkpoints do not store it)")
     ap.add_argument("-o", "--output", help="output .onnx path (SimCMF: OUT.encoder.onnx / OUT.decoder.onnx)")
-    ap.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"),
+    ap.add_argument("--img-size", nargs=2, type=count, metavar=("H", "W"),
                     help="GoPT input size (default: the checkpoint's img_size)")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     group = ap.add_mutually_exclusive_group()
-    group.add_argument("--batch", type=int, default=1)
+    group.add_argument("--batch", type=count, default=1)
     group.add_argument("--dynamic-batch", action="store_true")
     ap.add_argument("--fp16", action="store_true", help="fp16 model; LayerNorm, softmax, argmax inputs stay fp32")
     ap.add_argument("--fused-kernels", action="store_true",
@@ -348,12 +423,10 @@ def parse_args(argv):
     frames.add_argument("--aux-dtype", choices=("uint8", "uint16"),
                         help="the auxiliary sensor's frames (default: uint16 for depth, uint8 otherwise; "
                              "uint16 thermal is scaled by 1/257)")
-    frames.add_argument("--depth-units", type=float, default=0.001,
+    frames.add_argument("--depth-units", type=positive, default=0.001,
                         help="metres per count of the uint16 depth frames (default 0.001: millimetres)")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.batch < 1:
-        ap.error(f"--batch must be >= 1, got {args.batch}")
     if not 14 <= args.opset <= 20:
         ap.error(f"--opset must be between 14 and 20 (TensorRT 10 reads up to 20), got {args.opset}")
     return args
@@ -374,7 +447,7 @@ def run(args) -> int:
         with progress.unnumbered(f"loading {args.checkpoint}"):
             kind, loaded = detect_checkpoint(args.checkpoint, args.base, args.modality)
     except (CheckpointError, ModelFileError, ValueError) as e:
-        print(f"\nerror: {e}", file=sys.stderr)
+        print(f"error: {error_text(e)}", file=sys.stderr)
         return 2
     checking = not (args.no_check or args.export_only)
     progress.total = (0 if args.check_only else 1 if kind == "gopt" else 2) + (2 if checking else 0)
@@ -387,7 +460,7 @@ def run(args) -> int:
         if model.config.untrained:
             print("note: this checkpoint is marked UNTRAINED (seeded random weights)")
         if args.fused_kernels and args.fp16:
-            print("\nerror: --fused-kernels exports fp32 graphs only (the fused nodes compute in fp32; an fp16 "
+            print("error: --fused-kernels exports fp32 graphs only (the fused nodes compute in fp32; an fp16 "
                   "graph around them is not supported yet); drop --fp16", file=sys.stderr)
             return 2
         try:
@@ -395,6 +468,7 @@ def run(args) -> int:
                 model.set_img_size(args.img_size)
             final = (Path(args.output) if args.output
                      else default_output(args.checkpoint, args.fp16, args.uint8_input))
+            check_outputs([final])
             if args.check_only:
                 out = exported_file(final)
                 info = read_onnx_info(out)
@@ -409,25 +483,27 @@ def run(args) -> int:
                 info = export_gopt(model, out, batch, args.opset, args.fp16, progress, args.fused_kernels,
                                    frame_input)
         except (ValueError, ModelFileError) as e:
-            print(f"\nerror: {e}", file=sys.stderr)
+            print(f"error: {error_text(e)}", file=sys.stderr)
             return 2
         report(info, out, args.check_only)
+        if checking and info.frame_input:
+            progress.total += 1  # the preprocessing's own check
         finals, written = [final], [out]
         if not checking:
             return unchecked(written, finals)
         try:
             results = check_gopt(model, out, info, check_batch(info), progress)
         except ModelFileError as e:
-            print(f"\nerror: {e}", file=sys.stderr)
+            print(f"error: {error_text(e)}", file=sys.stderr)
             return not_promoted(written, finals)
     else:
         from .simcmf_onnx import check_simcmf, export_simcmf, graph_paths
 
         if args.fused_kernels:
-            print("\nerror: --fused-kernels is for GoPT checkpoints (SimCMF has no fused kernels)", file=sys.stderr)
+            print("error: --fused-kernels is for GoPT checkpoints (SimCMF has no fused kernels)", file=sys.stderr)
             return 2
         if args.uint8_input:
-            print("\nerror: --uint8-input is for GoPT; SimCMF's encoder takes the normalised image", file=sys.stderr)
+            print("error: --uint8-input is for GoPT; SimCMF's encoder takes the normalised image", file=sys.stderr)
             return 2
         model, description = loaded
         print(f"found SimCMF: {description}")
@@ -438,12 +514,17 @@ def run(args) -> int:
         if str(stem).endswith((".encoder", ".decoder")):
             stem = Path(str(stem).rsplit(".", 1)[0])
         finals = list(graph_paths(stem))
+        try:
+            check_outputs(finals)
+        except UsageError as e:
+            print(f"error: {error_text(e)}", file=sys.stderr)
+            return 2
         if args.check_only:
             try:
                 paths = [exported_file(f) for f in finals]
                 infos = [read_onnx_info(p) for p in paths]
             except ModelFileError as e:
-                print(f"\nerror: {e}", file=sys.stderr)
+                print(f"error: {error_text(e)}", file=sys.stderr)
                 return 2
         else:
             if checking:
@@ -476,6 +557,17 @@ def run(args) -> int:
         return 0
     print("beyond tolerance: do not deploy this export", file=sys.stderr)
     return not_promoted(written, finals)
+
+
+def check_outputs(finals) -> None:
+    """Before the export: each final name and its ``.unverified`` companion must be writable
+    file paths. An earlier export under a final name is replaced only when the new one passes
+    its check (``promote``); a failed check leaves it as it was."""
+    for final in finals:
+        if final.suffix != ".onnx":
+            raise UsageError(f"{final}: the output must end with .onnx")
+        output_file(final, replace=True)
+        output_file(unverified_path(final), replace=True)
 
 
 def exported_file(final: Path) -> Path:
@@ -520,9 +612,9 @@ def report(info: ModelInfo, path: Path, existing: bool = False) -> None:
           f"inputs {', '.join(f'{t.name}{t.shape}' for t in info.inputs)})")
 
 
-def main(argv=None) -> None:
-    sys.exit(run(parse_args(argv)))
+def main(argv=None) -> int:
+    return run_tool(run, parse_args, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

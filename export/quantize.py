@@ -39,7 +39,7 @@ GoPT label agreement and logit error, SimCMF mask IoU over clicks; with --eval, 
 mean IoU of both models on a labelled data set (any layout ``python -m benchmarks.accuracy``
 reads), failing when the quantized model's is more than --eval-tolerance points (default
 1) below the fp32 model's. Until the check passes the file is ``OUT.unverified.onnx``; it
-gets its final name only within tolerance (``--no-check`` writes the final name directly and
+gets its final name (replacing an earlier OUT) only within tolerance (``--no-check`` writes the final name directly and
 says it is unchecked). The metadata records the precision, the target, the quantizer
 settings and the calibration set. Exit status: 0 written and within tolerance, 1 beyond
 tolerance, 2 bad arguments or model file.
@@ -59,9 +59,9 @@ import onnx
 
 from evaluation.datasets import FORMATS
 from runtime.files import atomic_path, promote, unverified_path
-from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info
+from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info, warn_if_unverified
 from . import graph
-from .cli import ArgumentParser, UsageError
+from .cli import ArgumentParser, UsageError, count, error_text, input_file, output_file, run_tool
 from .progress import Progress
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
@@ -259,7 +259,7 @@ def quantize(path: Path, out: Path, precision: str, feeds: list[dict], calibrati
     if precision == "fp8" and graph_opset(model) < FP8_OPSET:
         model = onnx.version_converter.convert_version(model, FP8_OPSET)
     excluded = sorted({n for names in keep.values() for n in names})
-    with tempfile.TemporaryDirectory(prefix="quantize.", dir=out.parent) as tmp, quiet_quantizer():
+    with tempfile.TemporaryDirectory(prefix=".quantize.", dir=out.parent) as tmp, quiet_quantizer():
         tmp_in, tmp_out = Path(tmp) / "fp32.onnx", Path(tmp) / "qdq.onnx"
         onnx.save(model, str(tmp_in))
         quantize_static(
@@ -461,10 +461,11 @@ def parse_args(argv):
     ap.add_argument("--calib", help="calibration frames for --target tensorrt: an MFNet PNG folder or file, an image, "
                                     "a folder or a video (default: the bundled samples)")
     ap.add_argument("--calib-aux", help="the auxiliary frames paired with --calib (folder, image or video)")
-    ap.add_argument("--calib-frames", type=int, default=64, metavar="N",
+    ap.add_argument("--calib-frames", type=count, default=64, metavar="N",
                     help="at most N calibration frames (default 64)")
     ap.add_argument("-o", "--output", type=Path,
-                    help="output path (default MODEL.int8.onnx, MODEL.int8.qdq.onnx for tensorrt, MODEL.fp8.onnx)")
+                    help="output path (default MODEL.int8.onnx, MODEL.int8.qdq.onnx for tensorrt, MODEL.fp8.onnx); "
+                         "written as OUT.unverified.onnx until its check passes, then renamed (replacing an earlier OUT)")
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with the fp32 model")
     ap.add_argument("--eval", type=Path, metavar="DIR",
                     help="the check also compares the mean IoU of the two models on this labelled data set "
@@ -498,22 +499,6 @@ def default_output(path: Path, precision: str, target: str = "tensorrt") -> Path
     return path.with_name(f"{path.stem}.{tag}.onnx")
 
 
-def read_model(args) -> ModelInfo:
-    """The fp32 input model's metadata; UsageError for anything but an fp32 GoPT / SimCMF encoder."""
-    if not args.onnx.is_file():
-        raise UsageError(f"{args.onnx}: no such file")
-    try:
-        info = read_onnx_info(args.onnx)
-    except ModelFileError as e:
-        raise UsageError(str(e)) from None
-    if info.kind not in ("gopt", "simcmf_encoder"):
-        raise UsageError(f"{args.onnx} is a {info.kind} graph; quantize a GoPT graph or a SimCMF encoder "
-                         "(the SimCMF decoder stays fp32)")
-    if info.precision != "fp32":
-        raise UsageError(f"{args.onnx} is {info.precision}; quantize the fp32 export")
-    return info
-
-
 def write_static(args, info: ModelInfo, precision: str, out: Path, progress: Progress) -> ModelInfo:
     """Calibration frames, preprocessing, ``quantize_static``: the Q/DQ model for TensorRT."""
     with progress("reading the calibration frames"):
@@ -521,7 +506,7 @@ def write_static(args, info: ModelInfo, precision: str, out: Path, progress: Pro
             try:
                 frames = source_frames(info, args.calib, args.calib_aux, args.calib_frames)
             except (ValueError, OSError) as e:
-                raise UsageError(f"--calib: {e}") from None
+                raise UsageError(f"--calib: {error_text(e)}") from None
             where = str(args.calib) + (f" + {args.calib_aux}" if args.calib_aux else "")
         else:
             frames = bundled_frames(info)[:args.calib_frames]
@@ -553,41 +538,63 @@ def describe(out: Path, qinfo: ModelInfo) -> str:
 
 
 def run(argv=None) -> int:
+    """The command (exit status: module docstring); errors are one line (runtime/cli.py)."""
+    return run_tool(quantize_command, parse_args, argv)
+
+
+def check_model(path: Path) -> ModelInfo:
+    """The input's metadata, or a one-line UsageError naming what it is and what is needed."""
+    input_file(path, "an fp32 ONNX model from python -m export.onnx")
     try:
-        args = parse_args(argv)
-        precision = "int8" if args.int8 else "fp8"
-        info = read_model(args)
-        target, why = choose_target(args.target, precision, info)
-        if args.calib_frames < 1:
-            raise UsageError(f"--calib-frames must be >= 1, got {args.calib_frames}")
-        if args.calib_aux and not args.calib:
-            raise UsageError("--calib-aux pairs with --calib")
-        if args.calib and target == "onnxruntime":
-            raise UsageError("--calib is for --target tensorrt: dynamic INT8 for ONNX Runtime computes its "
-                             "activation scales on every frame and needs no calibration")
-        labelled = open_eval(args, info) if args.eval else None
-        final = args.output or default_output(args.onnx, precision, target)
-        out = final if args.no_check else unverified_path(final)
-        if final.resolve() == args.onnx.resolve() or out.resolve() == args.onnx.resolve():
-            raise UsageError(f"{final}: the output would replace the input model")
-        check_frames = [] if args.no_check else bundled_frames(info, " to check it on (pass --no-check)")
-        print(f"target: {target} ({why})")
-        progress = Progress((1 if target == "onnxruntime" else 3) + len(check_frames) + bool(args.eval))
-        if target == "onnxruntime":
-            with progress("quantizing to dynamic int8 (ONNX Runtime's quantize_dynamic)"):
-                qinfo = quantize_dynamic_int8(args.onnx, out)
-        else:
-            qinfo = write_static(args, info, precision, out, progress)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        info = read_onnx_info(path)
+    except ModelFileError as e:
+        raise UsageError(str(e)) from None
+    if info.kind not in ("gopt", "simcmf_encoder"):
+        raise UsageError(f"{path} is a {info.kind} graph; quantize a GoPT graph or a SimCMF encoder "
+                         "(the SimCMF decoder stays fp32)")
+    if info.precision != "fp32":
+        raise UsageError(f"{path} is {info.precision}; quantize the fp32 export")
+    warn_if_unverified(path)
+    return info
+
+
+def quantize_command(args) -> int:
+    """Check everything, quantize for the target into ``OUT.unverified.onnx``, check it against
+    the fp32 model and only then name it ``OUT`` (replacing an earlier file of that name); a
+    model that fails its check keeps the ``.unverified`` name. ``--no-check`` writes ``OUT``
+    directly."""
+    precision = "int8" if args.int8 else "fp8"
+    info = check_model(args.onnx)
+    target, why = choose_target(args.target, precision, info)
+    if args.calib_aux and not args.calib:
+        raise UsageError("--calib-aux pairs with --calib")
+    if args.calib and target == "onnxruntime":
+        raise UsageError("--calib is for --target tensorrt: dynamic INT8 for ONNX Runtime computes its "
+                         "activation scales on every frame and needs no calibration")
+    labelled = open_eval(args, info) if args.eval else None
+    final = args.output or default_output(args.onnx, precision, target)
+    if final.suffix != ".onnx":
+        raise UsageError(f"{final}: the output must end with .onnx")
+    out = final if args.no_check else unverified_path(final)
+    if final.resolve() == args.onnx.resolve() or out.resolve() == args.onnx.resolve():
+        raise UsageError(f"{final}: the output would replace the input model")
+    output_file(final, replace=True)
+    output_file(out, replace=True)
+    check_frames = [] if args.no_check else bundled_frames(info, " to check it on (pass --no-check)")
+    print(f"target: {target} ({why})")
+    progress = Progress((1 if target == "onnxruntime" else 3) + len(check_frames) + bool(args.eval))
+    if target == "onnxruntime":
+        with progress("quantizing to dynamic int8 (ONNX Runtime's quantize_dynamic)"):
+            qinfo = quantize_dynamic_int8(args.onnx, out)
+    else:
+        qinfo = write_static(args, info, precision, out, progress)
     print(describe(out, qinfo))
     if target == "tensorrt":
         bad = nonzero_zero_points(onnx.load(str(out), load_external_data=False))
         if bad:
             print(f"error: {len(bad)} zero points are not 0 (TensorRT needs symmetric quantization): {bad[:5]}",
                   file=sys.stderr)
-            return 1
+            return not_promoted(out, final)
     if args.no_check:
         print(f"unchecked (--no-check): {final} not compared with the fp32 model")
         return 0
@@ -616,13 +623,20 @@ def verify(fp32: Path, out: Path, final: Path, info: ModelInfo, precision: str, 
         promote(out, final)
         print(f"checked: {final}")
         return 0
-    print(f"beyond tolerance: kept as {out} (no file is named {final.name}); {advice}", file=sys.stderr)
+    print(f"beyond tolerance: {advice}", file=sys.stderr)
+    return not_promoted(out, final)
+
+
+def not_promoted(written: Path, out: Path) -> int:
+    if written == out:  # --no-check: nothing was judged, the file keeps its name
+        return 1
+    print(f"kept as {written} (failed its check; no file is named {out})", file=sys.stderr)
     return 1
 
 
-def main(argv=None) -> None:
-    sys.exit(run(argv))
+def main(argv=None) -> int:
+    return run(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -40,11 +40,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 import onnx
 
-from .cli import ArgumentParser, UsageError
+from .cli import ArgumentParser, UsageError, output_file, run_tool
 from .progress import Progress
 from runtime import plugin_ops
 from runtime.files import atomic_path, file_sha256, write_bytes_atomic
-from runtime.metadata import ModelFileError, ModelInfo, info_from_metadata_map
+from runtime.metadata import ModelFileError, ModelInfo, info_from_metadata_map, warn_if_unverified
 from runtime.trt_backend import (BackendUnavailable, EngineSidecar, capability_string, cuda_device, import_cudart,
                                  import_tensorrt, sidecar_path, write_sidecar)
 from . import graph
@@ -255,19 +255,23 @@ def make_plan(args) -> BuildPlan:
     if engine.suffix.lower() not in ENGINE_SUFFIXES:
         raise UsageError(f"{engine}: an engine's name must end with .engine or .plan (the runtime picks its backend "
                          "by the extension)")
-    if not engine.parent.is_dir():
-        raise UsageError(f"{engine.parent}: no such directory")
     if args.workspace is not None and not args.workspace > 0:
         raise UsageError(f"--workspace must be a positive number of GiB, got {args.workspace}")
     if not 0 <= args.opt_level <= 5:
         raise UsageError(f"--opt-level must be between 0 and 5, got {args.opt_level}")
     if args.timing_cache is not None and args.timing_cache.exists() and not args.timing_cache.is_file():
         raise UsageError(f"--timing-cache {args.timing_cache}: not a file")
+    # A rebuild replaces an earlier engine and its JSON (written once the build succeeded).
+    output_file(engine, replace=True)
+    output_file(sidecar_path(engine), replace=True)
+    if args.timing_cache is not None:
+        output_file(args.timing_cache, replace=True)  # read if it exists, then updated
+    warn_if_unverified(args.onnx)
     warnings = [f"warning: TensorRT 10 would reject this graph: {p}" for p in graph.tensorrt_problems(model)]
     plugins = plugin_library(info, getattr(args, "plugins", None), warnings)
     source, parsed = None, args.onnx
     if precision != info.precision:
-        source, parsed = args.onnx, half_onnx_path(args.onnx, precision)
+        source, parsed = args.onnx, output_file(half_onnx_path(args.onnx, precision), replace=True)
     return BuildPlan(parsed, engine, info, precision, profiles, args.workspace, args.opt_level, args.timing_cache,
                      warnings, plugins, source)
 
@@ -460,21 +464,22 @@ def describe_profiles(profiles: dict[str, tuple]) -> str:
     return "; ".join(f"{name} {list(lo)}..{list(hi)} (opt {list(opt)})" for name, (lo, opt, hi) in dynamic.items())
 
 
+def build_command(args) -> int:
+    plan = make_plan(args)
+    for line in plan.warnings:
+        print(line, file=sys.stderr)
+    return build(plan, Progress(3))
+
+
 def run(argv=None) -> int:
-    """The command: 0 built, 1 TensorRT failed, 2 bad arguments / model / missing TensorRT or GPU."""
-    try:
-        plan = make_plan(parse_args(argv))
-        for line in plan.warnings:
-            print(line, file=sys.stderr)
-        return build(plan, Progress(3))
-    except (UsageError, BackendUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """The command: 0 built, 1 TensorRT failed, 2 bad arguments / model / missing TensorRT or GPU
+    (one line, runtime/cli.py)."""
+    return run_tool(build_command, parse_args, argv)
 
 
-def main(argv=None) -> None:
-    sys.exit(run(argv))
+def main(argv=None) -> int:
+    return run(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

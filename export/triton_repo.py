@@ -1,7 +1,7 @@
 """A Triton Inference Server model repository for an exported GoPT model.
 
     python -m export.triton_repo gopt_rgbt.onnx -o model_repository [--max-batch 16] [--instances 1]
-        [--max-queue-delay-us 500]
+        [--max-queue-delay-us 500] [--overwrite]
     tritonserver --model-repository model_repository
 
 For a model on normalised float32 tensors (the default export) the repository holds four
@@ -16,8 +16,11 @@ models, served together as the ensemble ``gopt``:
 
 A model exported with uint8 frame inputs does its own preprocessing; it is served directly
 as ``gopt`` with dynamic batching. ``max_batch_size`` is the engine profile's maximum batch
-(TensorRT) or ``--max-batch`` (ONNX with a dynamic batch axis). The configurations are
-written with Triton's own protobuf schema (``tritonclient``'s ``model_config_pb2``).
+(TensorRT) or ``--max-batch`` (ONNX with a dynamic batch axis, default 16); a batch-1 export
+(``python -m export.onnx`` without ``--dynamic-batch``) is served one frame per call. The
+configurations are written with Triton's own protobuf schema (``tritonclient``'s
+``model_config_pb2``). Model folders that exist in the repository already are refused
+(``--overwrite`` replaces them whole).
 """
 from __future__ import annotations
 
@@ -28,8 +31,9 @@ import sys
 from pathlib import Path
 
 from runtime.backend import backend_kind
+from runtime.cli import ArgumentParser, count, natural, output_dir, positive, run_tool
 from runtime.files import atomic_path, write_text_atomic
-from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info
+from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info, warn_if_unverified
 from runtime.plugin_ops import PLUGIN_LIBRARY
 
 SERVING = Path(__file__).resolve().parent.parent / "serving"
@@ -44,7 +48,7 @@ def model_config_pb2():
     try:
         from tritonclient.grpc import model_config_pb2 as pb
     except ImportError:
-        raise SystemExit("error: writing Triton configurations needs tritonclient: "
+        raise ValueError("writing Triton configurations needs tritonclient: "
                          "pip install 'mmseg-deploy[fleet]' (or pip install 'tritonclient[grpc]')") from None
     return pb
 
@@ -57,8 +61,10 @@ def read_model(path: Path) -> tuple[ModelInfo, str, int | None, int | None]:
     kind = backend_kind(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
+    warn_if_unverified(path)
     if kind == "onnxruntime":
         info = read_onnx_info(path)
+        check_kind(path, info)
         if info.plugins:
             raise ValueError(f"{path}: a fused graph with custom nodes ({', '.join(map(str, info.plugins))}); Triton's "
                              "ONNX Runtime backend cannot run them: serve its TensorRT engine, or export without fusion")
@@ -70,11 +76,17 @@ def read_model(path: Path) -> tuple[ModelInfo, str, int | None, int | None]:
 
         sidecar = read_sidecar(path)
         info = sidecar.model
+        check_kind(path, info)
         batch_axes = [(spec.name, axis) for spec in info.inputs for axis, label in spec.dynamic_axes().items()
                       if label == "batch"]
         lo = max((sidecar.profiles[name]["min"][axis] for name, axis in batch_axes), default=None)
         return info, "tensorrt_plan", lo, max_batch(info, sidecar.profiles)
     raise ValueError(f"{path}: Triton serves exported models (.onnx, .engine / .plan); export the checkpoint first")
+
+
+def check_kind(path: Path, info: ModelInfo) -> None:
+    if info.kind != "gopt":
+        raise ValueError(f"{path}: a {info.kind} model; the Triton repository serves GoPT (rgb + aux) models")
 
 
 def batch_limit(path: Path, info: ModelInfo, lo: int | None, hi: int | None, asked: int | None) -> int:
@@ -84,6 +96,10 @@ def batch_limit(path: Path, info: ModelInfo, lo: int | None, hi: int | None, ask
     if isinstance(dim, int):
         if dim == 1 and (asked or 1) == 1:
             return 1
+        if dim == 1:
+            raise ValueError(f"--max-batch {asked}: {path} takes one frame per call (a fixed batch of 1); export "
+                             "it with --dynamic-batch for Triton to batch requests (python -m export.onnx CKPT "
+                             "--dynamic-batch), or drop --max-batch")
         raise ValueError(f"{path}: a fixed batch of {dim}; Triton needs a batch axis from 1 up to --max-batch: "
                          "export with --dynamic-batch (or build the engine with --min-batch 1)")
     if lo is not None and lo > 1:
@@ -189,12 +205,27 @@ def copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def write_repository(model: Path, repo: Path, configs: dict) -> list[Path]:
+def check_repository(repo: Path, names, overwrite: bool) -> None:
+    """Before writing: the repository is a folder (made when missing) and none of the model
+    folders to write exists, unless ``overwrite``."""
+    output_dir(repo)
+    existing = [n for n in names if (repo / n).exists()]
+    if existing and not overwrite:
+        raise ValueError(f"{repo}: model folders {', '.join(existing)} exist already; choose another repository "
+                         "or pass --overwrite to replace them")
+    for n in existing:
+        if not (repo / n).is_dir():
+            raise ValueError(f"{repo / n}: is a file; a model of the repository is a folder")
+
+
+def write_repository(model: Path, repo: Path, configs: dict, overwrite: bool = False) -> list[Path]:
     from google.protobuf import text_format
 
     written = []
     for name, cfg in configs.items():
         folder = repo / name
+        if overwrite and folder.is_dir():
+            shutil.rmtree(folder)  # no file of the earlier model left beside the new one
         write_text_atomic(folder / "config.pbtxt", text_format.MessageToString(cfg))
         written.append(folder / "config.pbtxt")
         if cfg.platform in ("onnxruntime_onnx", "tensorrt_plan"):
@@ -207,42 +238,38 @@ def write_repository(model: Path, repo: Path, configs: dict) -> list[Path]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m export.triton_repo", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m export.triton_repo", description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="exported GoPT model: .onnx, or .engine / .plan with its .json sidecar")
     p.add_argument("-o", "--output", type=Path, required=True, help="the model repository folder to write")
-    p.add_argument("--max-batch", type=int, default=None,
-                   help="Triton's max_batch_size (default: the engine profile's maximum; ONNX: 16)")
-    p.add_argument("--instances", type=int, default=1, help="model instances (per GPU; Python models on the CPU)")
-    p.add_argument("--max-queue-delay-us", type=int, default=500,
+    p.add_argument("--max-batch", type=count, default=None,
+                   help="Triton's max_batch_size (default: the engine profile's maximum; ONNX with a dynamic "
+                        "batch: 16; a batch-1 export: 1)")
+    p.add_argument("--instances", type=count, default=1, help="model instances (per GPU; Python models on the CPU)")
+    p.add_argument("--max-queue-delay-us", type=natural, default=500,
                    help="how long the dynamic batcher waits to fill a batch, microseconds")
+    p.add_argument("--overwrite", action="store_true", help="replace model folders that exist in the repository")
     p.add_argument("--cpu", action="store_true", help="run the graph on the CPU (instance_group KIND_CPU)")
     p.add_argument("--color-order", choices=("rgb", "bgr"), default="rgb",
                    help="channel order of the uint8 frames clients send (default rgb)")
     p.add_argument("--aux-dtype", choices=("uint8", "uint16", "float32"), default=None,
                    help="dtype of the aux frames clients send (default: uint16 for depth, else uint8)")
-    p.add_argument("--depth-units", type=float, default=None,
+    p.add_argument("--depth-units", type=positive, default=None,
                    help="metres per count of uint16 depth frames (default: the model's, else 0.001)")
-    args = p.parse_args(argv)
-    for flag, value in (("--max-batch", args.max_batch), ("--instances", args.instances)):
-        if value is not None and value < 1:
-            p.error(f"{flag} must be >= 1, got {value}")
-    if args.max_queue_delay_us < 0:
-        p.error(f"--max-queue-delay-us must be >= 0, got {args.max_queue_delay_us}")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        info, platform, lo, hi = read_model(args.model)
-        max_batch = batch_limit(args.model, info, lo, hi, args.max_batch)
-        configs = repository_configs(info, platform, max_batch, args.instances, args.max_queue_delay_us,
-                                     "KIND_CPU" if args.cpu else "KIND_GPU", args.color_order, args.depth_units,
-                                     args.aux_dtype)
-        written = write_repository(args.model, args.output, configs)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_tool(write_command, parse_args, argv)
+
+
+def write_command(args) -> int:
+    info, platform, lo, hi = read_model(args.model)
+    max_batch = batch_limit(args.model, info, lo, hi, args.max_batch)
+    configs = repository_configs(info, platform, max_batch, args.instances, args.max_queue_delay_us,
+                                 "KIND_CPU" if args.cpu else "KIND_GPU", args.color_order, args.depth_units,
+                                 args.aux_dtype)
+    check_repository(args.output, configs, args.overwrite)
+    written = write_repository(args.model, args.output, configs, args.overwrite)
     for path in written:
         print(f"wrote {path}")
     print(f"serve it: tritonserver --model-repository {args.output.resolve()}  (model '{ENSEMBLE}', "
@@ -252,6 +279,9 @@ def main(argv=None) -> int:
         if info.plugins:
             print(f"note: the engine uses this project's TensorRT plugins ({', '.join(map(str, info.plugins))}): "
                   f"start the server with LD_PRELOAD={PLUGIN_LIBRARY} (the path of the library you built)")
+    if max_batch == 1 and args.max_batch is None:
+        print(f"note: {args.model.name} takes one frame per call (exported without --dynamic-batch): Triton "
+              "serves it without batching requests; export with --dynamic-batch to batch them")
     if ENSEMBLE in configs and configs[ENSEMBLE].platform == "ensemble":
         print("note: the Python preprocess / postprocess models import this project: "
               "pip install it into the server's Python (see README, Triton Inference Server)")

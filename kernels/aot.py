@@ -368,50 +368,69 @@ def _names(value: str, allowed, what: str) -> list[str]:
     return names
 
 
+def _groups(value: str) -> list[int]:
+    try:
+        return [int(c) for c in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {value!r}") from None
+
+
 def _extra(value: str, tiles) -> tuple:
     """``ARCHS:DTYPES:GROUPS[:KERNELS]`` -> (archs, dtypes, groups, kernels or None)."""
     parts = value.split(":")
     if len(parts) not in (3, 4):
         raise argparse.ArgumentTypeError(f"--extra must be ARCHS:DTYPES:GROUPS[:KERNELS], got {value!r}")
-    try:
-        groups = [int(c) for c in parts[2].split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--extra: group counts must be integers, got {parts[2]!r}") from None
     kernels = _names(parts[3], tiles.KERNELS, "--extra kernels") if len(parts) == 4 else None
     return (_names(parts[0], tiles.ARCHS, "--extra targets"), _names(parts[1], tiles.DTYPES, "--extra dtypes"),
-            groups, kernels)
+            _groups(parts[2]), kernels)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    from runtime.cli import ArgumentParser, count
+
     from . import tiles
 
-    p = argparse.ArgumentParser(prog="python -m kernels.aot", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m kernels.aot", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=lambda v: _names(v, tiles.ARCHS, "--arch"), default=list(tiles.ARCHS))
     p.add_argument("--dtype", type=lambda v: _names(v, tiles.DTYPES, "--dtype"), default=list(tiles.DTYPES))
-    p.add_argument("--groups", type=lambda v: [int(c) for c in v.split(",")], default=list(GROUPS),
+    p.add_argument("--groups", type=_groups, default=list(GROUPS),
                    help="group counts C to cover (each gives C_PAD = max(16, next power of two))")
     p.add_argument("--kernels", type=lambda v: _names(v, tiles.KERNELS, "--kernels"), default=list(tiles.KERNELS))
     p.add_argument("--extra", type=lambda v: _extra(v, tiles), action="append", default=[],
                    metavar="ARCHS:DTYPES:GROUPS[:KERNELS]",
                    help="a further, narrower set of builds (repeatable), e.g. 86:fp16:16")
     p.add_argument("--prompt-dim", type=int, default=PROMPT_DIM, help="prompter width d")
-    p.add_argument("--out", type=Path, default=Path("build/aot"))
-    p.add_argument("--jobs", type=int, default=1, help="compiler processes (default 1)")
+    p.add_argument("--out", type=Path, default=Path("build/aot"),
+                   help="output folder (made when missing; a rebuild replaces the files of the same builds)")
+    p.add_argument("--jobs", type=count, default=1, help="compiler processes (default 1)")
     args = p.parse_args(argv)
     if not all(1 <= c <= tiles.MAX_C_PAD for c in args.groups + [c for e in args.extra for c in e[2]]):
         p.error(f"--groups must be in [1, {tiles.MAX_C_PAD}], got {args.groups}")
     if args.prompt_dim not in (16, 32, 64, 128):
         p.error(f"--prompt-dim must be 16, 32, 64 or 128, got {args.prompt_dim}")
+    return args
+
+
+def compile_command(args) -> int:
+    from runtime.cli import output_dir
+
+    output_dir(args.out)
     n = len(plan_all(args.arch, args.dtype, args.groups, args.prompt_dim, args.kernels, args.extra))
     archs = sorted({a for a in args.arch + [a for e in args.extra for a in e[0]]})
     print(f"kernels.aot: {n} builds for sm_{', sm_'.join(archs)} into {args.out}", file=sys.stderr)
-    manifest = run(args.arch, args.dtype, args.out, args.groups, args.prompt_dim, max(1, args.jobs), args.kernels,
+    manifest = run(args.arch, args.dtype, args.out, args.groups, args.prompt_dim, args.jobs, args.kernels,
                    extra=args.extra)
     for record in manifest["rejected"]:
         print(f"kernels.aot: {build_stem(record)}: {record['problem']}", file=sys.stderr)
     print(f"kernels.aot: {len(manifest['builds'])} builds, {len(manifest['rejected'])} rejected, "
           f"{manifest['seconds']} s; manifest {args.out / 'manifest.json'}", file=sys.stderr)
     return 1 if manifest["rejected"] else 0
+
+
+def main(argv=None) -> int:
+    from runtime.cli import run_tool
+
+    return run_tool(compile_command, parse_args, argv)
 
 
 if __name__ == "__main__":

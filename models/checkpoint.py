@@ -27,7 +27,9 @@ class CheckpointError(ValueError):
 def read_torch_file(path, trust_pickle: bool = False) -> dict:
     """torch.load with tensors-only unpickling unless the caller trusts the file."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such file")
+        raise CheckpointError(f"{path}: {'is a folder, not a checkpoint file' if os.path.isdir(path) else 'no such file'}")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: cannot be read (permission denied)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:

@@ -1,6 +1,6 @@
 """Write a demo checkpoint: a ViT-B GoPT with seeded RANDOM weights, RGB-Thermal or RGB-Depth.
 
-    python -m models.demo_checkpoint [--modality thermal|depth] [--tiny] [-o PATH] [--seed 0]
+    python -m models.demo_checkpoint [--modality thermal|depth] [--tiny] [-o PATH] [--seed 0] [--overwrite]
 
 thermal (default, ``checkpoints/gopt_demo_rgbt.pt``): MFNet's 9 classes, thermal statistics
 of the bundled MFNet frames (0-255 values).
@@ -91,25 +91,53 @@ def build_demo_gopt(seed: int = 0, config=None, class_token_std: float | None = 
     return model.eval()
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    from runtime.cli import ArgumentParser
+
+    ap = ArgumentParser(prog="python -m models.demo_checkpoint", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modality", choices=sorted(DEFAULT_PATHS), default="thermal")
     ap.add_argument("--tiny", action="store_true", help="a 2-block width-64 ViT at 96x128 instead of ViT-B")
     ap.add_argument("-o", "--output", default=None,
                     help="default: checkpoints/gopt_demo_rgbt.pt or _rgbd.pt (--tiny: gopt_tiny_rgbt.pt / _rgbd.pt)")
     ap.add_argument("--seed", type=int, default=None, help="default: 0 (thermal), 2 (depth)")
-    args = ap.parse_args(argv)
-    output = args.output or DEFAULT_PATHS[args.modality].replace("_demo_", "_tiny_" if args.tiny else "_demo_")
-    seed = DEFAULT_SEEDS[args.modality] if args.seed is None else args.seed
-    model = build_demo_gopt(seed, demo_config(args.modality, args.tiny), CLASS_TOKEN_STD[args.modality])
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing file at the output path")
+    return ap.parse_args(argv)
+
+
+def default_output(modality: str, tiny: bool = False) -> str:
+    return DEFAULT_PATHS[modality].replace("_demo_", "_tiny_" if tiny else "_demo_")
+
+
+def write_demo_checkpoint(output: str, modality: str = "thermal", tiny: bool = False, seed: int | None = None) -> None:
+    """Write the demo checkpoint of ``modality`` to ``output`` (atomically) and say what it is."""
+    seed = DEFAULT_SEEDS[modality] if seed is None else seed
+    model = build_demo_gopt(seed, demo_config(modality, tiny), CLASS_TOKEN_STD[modality])
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     save_gopt(model, output)
     cfg = model.config
-    what = "RGB-T, MFNet" if args.modality == "thermal" else "RGB-D, SUN RGB-D"
-    print(f"wrote {output}: GoPT {'tiny' if args.tiny else 'ViT-B'} {what} ({cfg.num_classes} classes), "
+    what = "RGB-T, MFNet" if modality == "thermal" else "RGB-D, SUN RGB-D"
+    print(f"wrote {output}: GoPT {'tiny' if tiny else 'ViT-B'} {what} ({cfg.num_classes} classes), "
           f"{cfg.img_size[0]}x{cfg.img_size[1]}, {model.trainable_parameters():,} trainable parameters")
     print(UNTRAINED_NOTE)
 
 
+def write_command(args) -> int:
+    from runtime.cli import output_file
+
+    output = args.output or default_output(args.modality, args.tiny)
+    output_file(output, replace=args.overwrite, flag="--overwrite")
+    write_demo_checkpoint(output, args.modality, args.tiny, args.seed)
+    return 0
+
+
+def main(argv=None) -> int:
+    from runtime.cli import run_tool
+
+    return run_tool(write_command, parse_args, argv)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Write a demo SimCMF checkpoint pair: RGB-T (C=4), LoRA, ``simcmf`` projector, RANDOM weights.
 
-    python -m models.demo_simcmf [-o checkpoints] [--seed 0]
+    python -m models.demo_simcmf [-o checkpoints] [--seed 0] [--overwrite]
 
 Two files in the layouts a real SimCMF user has:
   sam_vit_b_random.pth            SAM ViT-B state dict (segment-anything layout, 314 tensors)
@@ -52,11 +52,23 @@ def write_demo(out_dir: str, seed: int = 0) -> tuple[str, str]:
     return base, delta
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    from runtime.cli import ArgumentParser
+
+    ap = ArgumentParser(prog="python -m models.demo_simcmf", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-o", "--output-dir", default=DEFAULT_DIR)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    ap.add_argument("--overwrite", action="store_true", help="replace the two files when they exist")
+    return ap.parse_args(argv)
+
+
+def write_command(args) -> int:
+    from runtime.cli import output_dir, output_file
+
+    output_dir(args.output_dir)
+    for name in (BASE_NAME, DELTA_NAME):
+        output_file(os.path.join(args.output_dir, name), replace=args.overwrite, flag="--overwrite")
     base, delta = write_demo(args.output_dir, args.seed)
     model, description = load_simcmf(delta, base=base)
     n_base = len(torch.load(base, weights_only=True))
@@ -65,7 +77,16 @@ def main(argv=None) -> None:
           f"{len(trained_parameter_names(model))} trained tensors")
     print(f"loads as: {description}")
     print(UNTRAINED_NOTE)
+    return 0
+
+
+def main(argv=None) -> int:
+    from runtime.cli import run_tool
+
+    return run_tool(write_command, parse_args, argv)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

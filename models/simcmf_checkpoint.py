@@ -270,20 +270,32 @@ def save_sam_base(model: SimCMF, path) -> None:
         torch.save(sam_state_dict(model), tmp)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    from runtime.cli import ArgumentParser
+
+    ap = ArgumentParser(prog="python -m models.simcmf_checkpoint", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
     ap.add_argument("--base", help="SAM's sam_vit_b_01ec64.pth (needed unless the checkpoint is complete)")
     ap.add_argument("--modality", choices=sorted(MODALITIES))
     ap.add_argument("--trust-pickle", action="store_true",
                     help="allow pickled Python objects beyond tensors (only for files you trust)")
-    args = ap.parse_args(argv)
-    try:
-        _, description = load_simcmf(args.checkpoint, args.base, args.modality, trust_pickle=args.trust_pickle)
-    except CheckpointError as e:
-        raise SystemExit(f"error: {e}")
+    return ap.parse_args(argv)
+
+
+def describe_command(args) -> int:
+    _, description = load_simcmf(args.checkpoint, args.base, args.modality, trust_pickle=args.trust_pickle)
     print(description)
+    return 0
+
+
+def main(argv=None) -> int:
+    from runtime.cli import run_tool
+
+    return run_tool(describe_command, parse_args, argv)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

@@ -29,15 +29,19 @@ A frame that cannot be read or segmented (in a bag: a damaged message, sizes tha
 add up, an unsupported encoding) is skipped with one line saying which and why
 (--on-error stop: the run stops there instead). Exit status: 0 every frame segmented;
 1 some frames failed; 2 bad arguments, inputs, model or output folder (one line);
-130 interrupted (Ctrl-C); 143 terminated (SIGTERM). The summary is printed in every case
-but 2.
+130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 70 an unexpected error (a bug; one
+line, MMSEG_DEBUG=1 prints the traceback). The summary is printed in every case but 2 and 70;
+a second signal while the outputs are being finished waits for them.
+
+Outputs (checked before the model loads): --out is a folder (created; images of an earlier
+run in it are replaced and counted in the summary); --out-bag must not exist. Two inputs
+that would write one output name (a.png and a.tiff) are refused before the first frame.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -47,6 +51,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .cli import (ArgumentParser, count, interrupt_code, output_dir, positive, run_tool, seconds, signals_after,
+                  signals_deferred)
 from .colors import class_names, mask_overlay, overlay
 from .files import write_image_atomic
 from .progress import elapsed
@@ -57,15 +63,15 @@ UNTRAINED = "note: this model is marked untrained (seeded random weights); its l
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m runtime", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m runtime", description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="exported model: .onnx, .engine / .plan, or a .pt checkpoint")
     ap.add_argument("--rgb", help="video, image folder, image, camera index, or MFNet 4-channel PNG(s)")
     ap.add_argument("--aux", help="the auxiliary stream (thermal / depth ...), same kind as --rgb; "
                                   "not needed for MFNet 4-channel PNGs")
     ap.add_argument("--out", help="folder for overlays and label maps")
-    ap.add_argument("--max-frames", type=int, help="stop after N frames")
+    ap.add_argument("--max-frames", type=count, help="stop after N frames")
     ap.add_argument("--drop-stale", action="store_true", help="drop queued frames when inference falls behind")
-    ap.add_argument("--queue-size", type=int, default=2, help="prepared frames queued ahead of inference")
+    ap.add_argument("--queue-size", type=count, default=2, help="prepared frames queued ahead of inference")
     ap.add_argument("--device", choices=("cpu", "cuda"))
     ap.add_argument("--backend", choices=("onnxruntime", "openvino"),
                     help="for a .onnx model: ONNX Runtime (default) or OpenVINO (x86 CPUs)")
@@ -74,10 +80,10 @@ def parse_args(argv=None):
     ap.add_argument("--color-order", choices=("bgr", "rgb"), default="bgr",
                     help="channel order of the decoded colour frames (OpenCV decodes to bgr)")
     ap.add_argument("--resize-aux", action="store_true", help="accept aux frames of another size (same field of view)")
-    ap.add_argument("--depth-units", type=float,
+    ap.add_argument("--depth-units", type=positive,
                     help="depth models: metres per count of 16-bit depth images (default 0.001: millimetres)")
     ap.add_argument("--match", choices=("name", "timestamp"), default="name", help="how two folders are paired")
-    ap.add_argument("--max-skew-ms", type=float,
+    ap.add_argument("--max-skew-ms", type=seconds,
                     help="--match timestamp or --bag: largest rgb / aux stamp gap (default 50 for folders, 20 for bags)")
     ap.add_argument("--time-unit", choices=("s", "ms", "us", "ns"), default="ms",
                     help="--match timestamp: the unit of the numbers in the file names")
@@ -144,7 +150,7 @@ class OutputWriter:
 
     def __init__(self, folder: str, config: dict, depth: int = 4):
         os.makedirs(folder, exist_ok=True)
-        self.folder, self.error, self.written = folder, None, 0
+        self.folder, self.error, self.written, self.replaced = folder, None, 0, 0
         self.num_classes, self.names = config["num_classes"], class_names(config)
         self.queue: queue.Queue = queue.Queue(depth)
         self.thread = threading.Thread(target=self._loop, name="output-writer", daemon=True)
@@ -167,7 +173,9 @@ class OutputWriter:
         png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
         over = overlay(rgb, labels, self.num_classes, self.names)
         for suffix, image in (("overlay", over), ("labels", labels)):
-            write_image_atomic(os.path.join(self.folder, f"{name}_{suffix}.png"), image, png)
+            path = os.path.join(self.folder, f"{name}_{suffix}.png")
+            self.replaced += os.path.exists(path)
+            write_image_atomic(path, image, png)
             self.written += 1
 
     def close(self) -> None:
@@ -191,15 +199,17 @@ def print_skip(failure) -> None:
 def open_model(args) -> Segmenter:
     """Inputs first (a missing file costs no model load), then the model, then the options
     that depend on its kind."""
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     if (args.bag is None) == (args.rgb is None):
         raise ValueError("give --rgb (and --aux), or --bag with --rgb-topic and --aux-topic")
     if args.out_bag and not args.bag:
         raise ValueError("--out-bag writes masks for a --bag input; use --out for other sources")
-    if args.out_bag and os.path.exists(args.out_bag):
-        raise FileExistsError(f"{args.out_bag}: exists already; remove it or choose another --out-bag")
     check_inputs_exist(args.rgb, args.aux)
+    if args.bag is not None:
+        check_inputs_exist(args.bag)
+    if args.out:
+        output_dir(args.out)
+    if args.out_bag:
+        output_dir(args.out_bag, exist_ok=False)
     options = {}
     if args.backend:
         options["backend"] = args.backend
@@ -244,30 +254,41 @@ def run(args) -> int:
             if writer:
                 writer.put(r)
             if bag_out:
-                bag_out.write(r.frame, r.labels)
+                with signals_after():  # a frame's two messages are written whole
+                    bag_out.write(r.frame, r.labels)
             if not args.quiet:
                 print(frame_line(r), flush=True)
             if args.max_frames and len(timings) >= args.max_frames:
                 break
     except KeyboardInterrupt as e:
-        code = getattr(e, "exit_code", 130)
+        code = interrupt_code(e)
     except BaseException:
         if bag_out:
             bag_out.abort()
+        with signals_deferred():
+            frames.close()
+            if writer:
+                writer.close()
         raise
-    finally:
+    # The frames done so far, also after Ctrl-C: complete images and a complete bag. A second
+    # signal while they are being finished waits for them.
+    with signals_deferred() as deferred:
         frames.close()  # stops the decoding thread, which closes the source
         if writer:
             writer.close()
-    if bag_out:
-        bag_out.close()  # the frames done so far, also after Ctrl-C: a complete bag
-    seconds = time.perf_counter() - start
-    print("\n".join(summary_lines(timings, seconds, frames.dropped, frames.failed, frames.unmatched)))
-    if writer:
-        print(f"wrote {writer.written} images to {args.out}")
-    if bag_out:
-        print(f"wrote {bag_out.written} frames to {args.out_bag} ({args.storage})")
-    return code or (1 if frames.failed else 0)
+        if bag_out:
+            bag_out.close()
+        elapsed_s = time.perf_counter() - start
+        print("\n".join(summary_lines(timings, elapsed_s, frames.dropped, frames.failed, frames.unmatched)))
+        if writer:
+            print(f"wrote {writer.written} images to {args.out}" + replaced_note(writer.replaced))
+        if bag_out:
+            print(f"wrote {bag_out.written} frames to {args.out_bag} ({args.storage})")
+    return code or deferred.exit_code or (1 if frames.failed else 0)
+
+
+def replaced_note(replaced: int) -> str:
+    return f" ({replaced} of them replaced files of an earlier run)" if replaced else ""
 
 
 def read_simcmf_image(rgb_path, aux_path, config: dict, model) -> np.ndarray:
@@ -334,8 +355,9 @@ def run_simcmf(seg, args) -> int:
     print(f"mask: {int(mask.sum())} pixels ({100 * float(mask.mean()):.1f}% of {W}x{H}), IoU estimate {iou:.3f}, "
           f"{len(points)} click(s), decoder {ms:.1f} ms")
     if args.out:
+        existed = [(Path(args.out) / f"{Path(args.rgb).stem}_{k}.png").exists() for k in ("mask", "overlay")]
         mask_path, over_path = write_mask_pngs(args.out, Path(args.rgb).stem, image, mask, points, labels)
-        print(f"wrote {mask_path} and {over_path}")
+        print(f"wrote {mask_path} and {over_path}" + (" (replacing an earlier run's)" if any(existed) else ""))
     return 0
 
 
@@ -367,7 +389,8 @@ def run_simcmf_bag(seg, args) -> int:
         for frame, mask, iou in click_frames(seg, source, points, labels, args.on_error, skip):
             timings.append({"latency": 1e3 * (time.perf_counter() - last)})
             if bag_out:
-                bag_out.write(frame, mask)
+                with signals_after():
+                    bag_out.write(frame, mask)
             if args.out:
                 write_mask_pngs(args.out, frame.name, frame.rgb, mask, points, labels)
             if not args.quiet:
@@ -376,47 +399,27 @@ def run_simcmf_bag(seg, args) -> int:
                 break
             last = time.perf_counter()
     except KeyboardInterrupt as e:
-        code = getattr(e, "exit_code", 130)
+        code = interrupt_code(e)
     except BaseException:
         if bag_out:
             bag_out.abort()
-        raise
-    finally:
         source.close()
-    if bag_out:
-        bag_out.close()  # the frames done so far, also after Ctrl-C: a complete bag
-    print("\n".join(summary_lines(timings, time.perf_counter() - start, 0, failed, source.unmatched)))
-    if args.out:
-        print(f"wrote {2 * len(timings)} images to {args.out}")
-    if bag_out:
-        print(f"wrote {bag_out.written} frames to {args.out_bag} ({args.storage})")
-    return code or (1 if failed else 0)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that a stream ends as on Ctrl-C (exit 143)."""
-
-    exit_code = 143
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
+        raise
+    with signals_deferred() as deferred:  # the frames done so far, also after Ctrl-C: a complete bag
+        source.close()
+        if bag_out:
+            bag_out.close()
+        print("\n".join(summary_lines(timings, time.perf_counter() - start, 0, failed, source.unmatched)))
+        if args.out:
+            print(f"wrote {2 * len(timings)} images to {args.out}")
+        if bag_out:
+            print(f"wrote {bag_out.written} frames to {args.out_bag} ({args.storage})")
+    return code or deferred.exit_code or (1 if failed else 0)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
-    try:
-        return run(args)
-    except KeyboardInterrupt as e:  # before the stream started: nothing to summarise
-        return getattr(e, "exit_code", 130)
-    except (ValueError, OSError) as e:  # bad paths, frames, models, outputs: one line, no traceback
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+    """The command: its exit status (runtime/cli.py maps errors to one line)."""
+    return run_tool(run, parse_args, argv)
 
 
 if __name__ == "__main__":

@@ -51,9 +51,13 @@ def ros1_stamp(raw) -> int | None:
 
 def header_stamp(reader, connection, raw) -> int:
     """The header stamp (ns) of one message of an open ``AnyReader``: read in place for
-    Image / CompressedImage, else from the deserialised message."""
+    Image / CompressedImage, else from the deserialised message. A message whose header
+    cannot be read is a ``ValueError`` saying why (rosbags raises several kinds)."""
     if connection.msgtype in STAMP_FIRST_TYPES:
         stamp = (cdr_stamp if reader.is2 else ros1_stamp)(raw)
         if stamp is not None:
             return stamp
-    return stamp_ns(reader.deserialize(raw, connection.msgtype).header)
+    try:
+        return stamp_ns(reader.deserialize(raw, connection.msgtype).header)
+    except Exception as e:  # noqa: BLE001 - a damaged message: the pairing lists it as unreadable
+        raise ValueError(f"{connection.msgtype}: {' '.join(str(e).split()) or type(e).__name__}") from None

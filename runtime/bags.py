@@ -24,6 +24,7 @@ every pair with ``click_frames``.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -274,6 +275,22 @@ def click_frames(seg, source, points, labels=None, on_error: str = "skip",
         yield frame, mask, iou
 
 
+def ros2_message(msg, typestore):
+    """A message read from a ROS 1 bag as the same type of ``typestore`` (ROS 2): fields by
+    name, nested messages converted, ROS 1's extra fields (``Header.seq``) left out. (The ROS 1
+    bytes cannot be converted to CDR with the ROS 1 definitions: the output bag declares ROS 2's.)"""
+    cls = typestore.types[msg.__msgtype__]
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(msg, f.name)
+        if hasattr(value, "__msgtype__"):
+            value = ros2_message(value, typestore)
+        elif isinstance(value, list):
+            value = [ros2_message(v, typestore) if hasattr(v, "__msgtype__") else v for v in value]
+        values[f.name] = value
+    return cls(**values)
+
+
 class BagWriter:
     """A new rosbag2 with the segmentation masks: ``/<prefix>/raw_segmentation_mask`` (mono8
     class ids) and ``/<prefix>/colored_segmentation_mask`` (bgr8, the classes over the RGB
@@ -337,7 +354,8 @@ class BagWriter:
                 if c.topic not in out:
                     out[c.topic] = self.writer.add_connection(c.topic, c.msgtype, typestore=self.typestore)
             for conn, log_time, raw in reader.messages(connections=conns):
-                data = raw if reader.is2 else reader.typestore.ros1_to_cdr(raw, conn.msgtype)
+                data = raw if reader.is2 else self.typestore.serialize_cdr(
+                    ros2_message(reader.deserialize(raw, conn.msgtype), self.typestore), conn.msgtype)
                 self.writer.write(out[conn.topic], log_time, data)
         finally:
             reader.close()

@@ -20,6 +20,12 @@ the read task waits for a CPU forever. A worker that dies is restarted by Ray an
 retried; a label file written before the death is not written again, so nothing is lost
 and nothing is written twice. A second run skips every frame whose label map exists
 (``--overwrite`` redoes them).
+
+Every input appears in the index: ``segmented``, ``skipped`` (why), ``unpaired`` (a file,
+video or bag message without a partner, and why) or ``exists``. Two inputs that would write
+one label map (``a.png`` and ``a.tiff``) are refused before Ray starts. Ctrl-C or SIGTERM
+stops the job and still writes the index of the frames done (exit status 130 / 143; the
+same command resumes).
 """
 from __future__ import annotations
 
@@ -34,8 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import ArgumentParser, count, interrupt_code, output_dir, positive, run_tool, seconds, \
+    sigterm_as_interrupt, signals_deferred
 from .files import atomic_path, write_image_atomic
-from .streams import IMAGE_EXTS, FolderPair, _natural_key, list_images, open_source
+from .streams import IMAGE_EXTS, FolderPair, _natural_key, check_unique_names, list_images, open_source
 
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm")
 INDEX_COLUMNS = ("frame", "source_index", "rgb_file", "aux_file", "timestamp_ms", "status", "reason",
@@ -54,7 +62,7 @@ def model_info(path):
     """The metadata of an exported GoPT model (ONNX file or TensorRT engine + sidecar), read
     without opening a session, so that a CPU-only driver can plan a GPU cluster's job."""
     from .backend import backend_kind
-    from .metadata import read_onnx_info
+    from .metadata import read_onnx_info, warn_if_unverified
 
     kind = backend_kind(path)
     if kind == "torch":
@@ -68,6 +76,7 @@ def model_info(path):
         info = read_sidecar(path).model
     if info.kind != "gopt":
         raise ValueError(f"{path}: a {info.kind} model; the batch job segments GoPT (rgb + aux) frames")
+    warn_if_unverified(path)
     return info
 
 
@@ -84,6 +93,7 @@ class Shard:
     bag: str | None = None
     name: str | None = None
     timestamp: float | None = None
+    prefix: str = ""  # prepended to the names of a multi-frame shard's frames (one of several bags)
 
     def files(self) -> tuple[str, str]:
         if self.bag:
@@ -91,8 +101,19 @@ class Shard:
         return self.rgb, self.aux or self.rgb
 
 
+class Shards(list):
+    """The shards of a recording, and the inputs left out because they have no partner
+    (``unpaired``: (name, file, reason)), which the index lists."""
+
+    def __init__(self, shards=(), unpaired=()):
+        super().__init__(shards)
+        self.unpaired = list(unpaired)
+
+
 def _videos(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS), key=_natural_key)
+    videos = sorted((p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS), key=_natural_key)
+    check_unique_names(videos)
+    return videos
 
 
 def _bags(path: Path) -> list[Path]:
@@ -103,6 +124,7 @@ def _bags(path: Path) -> list[Path]:
             if p.suffix in (".bag", ".mcap") or (p.is_dir() and (p / "metadata.yaml").exists())]
     if not bags:
         raise ValueError(f"{path}: no bags (.bag files or rosbag2 folders with metadata.yaml)")
+    check_unique_names(bags)
     return bags
 
 
@@ -112,8 +134,8 @@ def check_bag_support() -> None:
                          "which this version of the project does not have; convert the bag to image folders")
 
 
-def list_shards(rgb=None, aux=None, bag=None, match: str = "name") -> list[Shard]:
-    """The recording cut into shards by file."""
+def list_shards(rgb=None, aux=None, bag=None, match: str = "name") -> Shards:
+    """The recording cut into shards by file, with the inputs that have no partner."""
     if bag is not None:
         if rgb is not None or aux is not None:
             raise ValueError("pass either --bag (with topics) or --rgb [--aux], not both")
@@ -121,7 +143,9 @@ def list_shards(rgb=None, aux=None, bag=None, match: str = "name") -> list[Shard
         path = Path(bag)
         if not path.exists():
             raise ValueError(f"{path}: no such file or folder")
-        return [Shard(None, bag=str(p)) for p in _bags(path)]
+        bags = _bags(path)
+        # frames of several bags are named after their bag too: two recordings may share stamps
+        return Shards(Shard(None, bag=str(p), prefix=f"{p.stem}_" if len(bags) > 1 else "") for p in bags)
     if rgb is None:
         raise ValueError("no frames to read: pass --rgb (and --aux) or --bag")
     rgb, aux = Path(rgb), None if aux is None else Path(aux)
@@ -132,25 +156,32 @@ def list_shards(rgb=None, aux=None, bag=None, match: str = "name") -> list[Shard
             p.suffix.lower() in IMAGE_EXTS for p in rgb.iterdir()):
         return _video_shards(rgb, aux)
     if rgb.is_dir() and aux is not None and aux.is_dir():
-        pairs = FolderPair(rgb, aux, match=match).pairs
-        return [Shard(str(r), str(a), name=r.stem, timestamp=t) for r, a, t in pairs]
+        folders = FolderPair(rgb, aux, match=match)
+        where = {p.name: p for p in list_images(rgb) + list_images(aux)}
+        return Shards((Shard(str(r), str(a), name=r.stem, timestamp=t) for r, a, t in folders.pairs),
+                      ((u.name, str(where.get(u.name, u.name)), u.reason) for u in folders.unmatched))
     if rgb.is_dir() and aux is None:
-        return [Shard(str(p), name=p.stem) for p in list_images(rgb)]
+        images = list_images(rgb)
+        check_unique_names(images)
+        return Shards(Shard(str(p), name=p.stem) for p in images)
     if rgb.suffix.lower() in IMAGE_EXTS:
-        return [Shard(str(rgb), None if aux is None else str(aux), name=rgb.stem)]
+        return Shards([Shard(str(rgb), None if aux is None else str(aux), name=rgb.stem)])
     if aux is None:
         raise ValueError(f"{rgb}: a video needs its auxiliary video (--aux)")
-    return [Shard(str(rgb), str(aux))]
+    return Shards([Shard(str(rgb), str(aux))])
 
 
-def _video_shards(rgb: Path, aux: Path) -> list[Shard]:
+def _video_shards(rgb: Path, aux: Path) -> Shards:
     rgb_videos, aux_videos = _videos(rgb), {p.stem: p for p in _videos(aux)}
     if not rgb_videos:
         raise ValueError(f"{rgb}: no image or video files")
     shards = [Shard(str(p), str(aux_videos[p.stem])) for p in rgb_videos if p.stem in aux_videos]
     if not shards:
         raise ValueError(f"no video of {rgb} has a partner of the same name in {aux}")
-    return shards
+    paired = {p.stem for p in rgb_videos}
+    lone = [(p.name, str(p), f"no video of the same name in {aux}") for p in rgb_videos if p.stem not in aux_videos]
+    lone += [(p.name, str(p), f"no video of the same name in {rgb}") for s, p in aux_videos.items() if s not in paired]
+    return Shards(shards, lone)
 
 
 def open_shard(shard: Shard, modality: str, resize_aux: bool, rgb_topic=None, aux_topic=None):
@@ -204,6 +235,8 @@ class ShardReader:
             return
         try:
             yield from self._frames(shard, source)
+            for u in getattr(source, "unmatched", []):  # a video's tail, bag messages without a partner
+                yield _row(shard, f"{shard.prefix}{u.name}", -1, None, "unpaired", u.reason, self.empty)
         finally:
             source.close()
 
@@ -220,7 +253,7 @@ class ShardReader:
                 yield _row(shard, name, index, None, "skipped", f"cannot read: {e}", self.empty)
                 return
             decoded = time.time()
-            name, index = shard.name or frame.name, frame.index + 1
+            name, index = shard.name or f"{shard.prefix}{frame.name}", frame.index + 1
             timestamp = frame.timestamp if shard.timestamp is None else shard.timestamp
             if not self.overwrite and (self.labels / f"{name}.png").exists():
                 continue
@@ -313,9 +346,10 @@ def read_index(path: Path):
     return pd.read_parquet(path)
 
 
-def merge_index(previous, rows, labels: Path):
+def merge_index(previous, rows, labels: Path, started: float | None = None):
     """This run's rows, and for frames not in them whose label map exists, the row of the
-    run that wrote it (or an "exists" row when there is none)."""
+    run that wrote it (or an "exists" row when there is none: written by an earlier run, or
+    by this one before it was interrupted, ``started`` its start time)."""
     import pandas as pd
 
     new = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
@@ -323,11 +357,17 @@ def merge_index(previous, rows, labels: Path):
     kept = previous[~previous["frame"].isin(done) & previous["frame"].map(
         lambda f: (labels / f"{f}.png").exists())] if len(previous) else previous
     known = done | set(kept["frame"])
-    extra = [{"frame": p.stem, "status": "exists", "reason": "label map from an earlier run"}
+    extra = [{"frame": p.stem, "status": "exists", "reason": written_by(p, started)}
              for p in sorted(labels.glob("[!.]*.png")) if p.stem not in known]
     parts = [df for df in (kept, new, pd.DataFrame(extra, columns=list(INDEX_COLUMNS))) if len(df)]
     merged = pd.concat(parts, ignore_index=True) if parts else new
     return merged.sort_values("frame", key=lambda s: s.map(lambda f: _natural_key(Path(f)))).reset_index(drop=True)
+
+
+def written_by(label_map: Path, started: float | None) -> str:
+    if started is not None and label_map.stat().st_mtime >= started:
+        return "label map written by this run before it was interrupted"
+    return "label map from an earlier run"
 
 
 def write_index(path: Path, frame) -> None:
@@ -349,11 +389,12 @@ def remove_partial_files(labels: Path) -> int:
 
 @dataclass
 class Report:
-    frames: int  # rows in this run (segmented + skipped)
+    frames: int  # rows in this run (segmented + skipped + unpaired)
     segmented: int
     skipped: int
     existing: int  # frames in the index from earlier runs (their label maps existed)
     seconds: float
+    unpaired: int = 0  # inputs without a partner (files, videos, bag messages), listed in the index
 
     @property
     def fps(self) -> float:
@@ -383,24 +424,44 @@ def segment_recording(model, out, rgb=None, aux=None, bag=None, rgb_topic=None, 
     if threads is None and not gpus_per_worker:
         threads = max(1, int(resources["num_cpus"]))
     started = time.time()
-    rows = []
-    if todo:
-        rows = _run(info, model, out, todo, workers, gpus_per_worker, batch_size, overwrite, started, resources,
-                    threads, dict(color_order=color_order, depth_units=depth_units, resize_aux=resize_aux,
-                                  rgb_topic=rgb_topic, aux_topic=aux_topic))
+    rows = [{"frame": name, "rgb_file": file, "aux_file": file, "status": "unpaired", "reason": reason}
+            for name, file, reason in shards.unpaired]
+    interrupted = None
+    try:
+        if todo:
+            _run(info, model, out, todo, workers, gpus_per_worker, batch_size, overwrite, started, resources,
+                 threads, dict(color_order=color_order, depth_units=depth_units, resize_aux=resize_aux,
+                               rgb_topic=rgb_topic, aux_topic=aux_topic), rows)
+    except KeyboardInterrupt as e:  # the index of the frames done is still written
+        interrupted = e
+    with signals_deferred() as deferred:
+        report = _finish(out, labels, rows, started)
+    if interrupted is not None or deferred.exit_code:
+        stop = interrupted or KeyboardInterrupt()
+        stop.exit_code, stop.report = interrupt_code(stop) if interrupted else deferred.exit_code, report
+        raise stop
+    return report
+
+
+def _finish(out: Path, labels: Path, rows: list[dict], started: float) -> Report:
+    """The index (this run's rows merged with earlier runs'), written atomically, and the report."""
     seconds = time.time() - started
     names = [r["frame"] for r in rows]
     if len(names) != len(set(names)):
-        raise RuntimeError("two frames share one output name: " + ", ".join(sorted({n for n in names if names.count(n) > 1})[:5]))
+        raise ValueError("two frames share one output name (one label map would overwrite the other): "
+                         + ", ".join(sorted({n for n in names if names.count(n) > 1})[:5]))
     remove_partial_files(labels)  # a killed writer's temporary file (its frame was redone)
-    index = merge_index(read_index(out / "index.parquet"), rows, labels)
+    index = merge_index(read_index(out / "index.parquet"), rows, labels, started)
     write_index(out / "index.parquet", index)
     segmented = sum(r["status"] == "segmented" for r in rows)
-    return Report(len(rows), segmented, len(rows) - segmented, len(index) - len(rows), seconds)
+    unpaired = sum(r["status"] == "unpaired" for r in rows)
+    return Report(len(rows), segmented, len(rows) - segmented - unpaired, len(index) - len(rows), seconds, unpaired)
 
 
 def _run(info, model, out, shards, workers, gpus_per_worker, batch_size, overwrite, started, resources, threads,
-         reader_options) -> list[dict]:
+         reader_options, rows: list[dict]) -> None:
+    """The pipeline; each collected row is appended to ``rows`` as it comes (an interrupted
+    run keeps what it has)."""
     import ray
 
     items = [vars(s) for s in shards]
@@ -412,18 +473,16 @@ def _run(info, model, out, shards, workers, gpus_per_worker, batch_size, overwri
         fn_constructor_kwargs=dict(model=model, out=str(out), overwrite=overwrite, run_started=started,
                                    device="cuda" if gpus_per_worker else "cpu", threads=threads),
         **resources)  # Ray Data restarts a dead actor and retries its batch (max_restarts=-1 by default)
-    rows = []
     for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
         rows.extend(batch.to_dict("records"))
-    return rows
 
 
 # ---- command line --------------------------------------------------------------------------
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m runtime.batch", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m runtime.batch", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="exported GoPT model: .onnx, or .engine / .plan with its .json sidecar")
     p.add_argument("--rgb", help="RGB frames: a folder of images or videos, an image, a video; or a folder / file "
                                  "of MFNet 4-channel PNGs (BGR + thermal) without --aux")
@@ -431,13 +490,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bag", help="a ROS bag (or a folder of bags) instead of --rgb / --aux")
     p.add_argument("--rgb-topic", help="the RGB image topic in --bag")
     p.add_argument("--aux-topic", help="the auxiliary image topic in --bag")
-    p.add_argument("--out", required=True, help="output folder: labels/NAME.png and index.parquet")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--out", required=True, help="output folder: labels/NAME.png and index.parquet (resumed when it "
+                                                "exists: frames whose label map exists are skipped)")
+    p.add_argument("--workers", type=count, default=None,
                    help="inference actors (default: one per GPU with --gpus-per-worker, else 1)")
-    p.add_argument("--gpus-per-worker", type=float, default=None,
+    p.add_argument("--gpus-per-worker", type=seconds, default=None, metavar="GPUS",
                    help="GPUs each actor reserves (default: 1 when the cluster has GPUs, else 0: CPU)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per inference call")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--batch-size", type=count, default=8, help="frames per inference call")
+    p.add_argument("--threads", type=count, default=None,
                    help="ONNX Runtime CPU threads per actor (default: the CPUs the actor reserves)")
     p.add_argument("--address", default=None, help="Ray cluster address ('auto': the cluster this node belongs to); "
                                                    "default: a local Ray on this machine")
@@ -445,7 +505,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--match", choices=("name", "timestamp"), default="name",
                    help="pairing of two image folders: by file name or by the timestamp in the names")
     p.add_argument("--color-order", choices=("bgr", "rgb"), default="bgr")
-    p.add_argument("--depth-units", type=float, default=None,
+    p.add_argument("--depth-units", type=positive, default=None,
                    help="metres per count of uint16 depth frames (default: the model's, else 0.001)")
     p.add_argument("--resize-aux", action="store_true", help="accept aux frames of another size than the RGB frames")
     args = p.parse_args(argv)
@@ -456,33 +516,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def run(args) -> int:
+    """The command: the model, the inputs and the output folder are checked before Ray starts."""
+    model_info(args.model)
+    list_shards(args.rgb, args.aux, args.bag, args.match)
+    output_dir(args.out)
     try:
         import ray
     except ImportError:
-        print(f"error: {_install_hint()}", file=sys.stderr)
-        return 2
+        raise ValueError(_install_hint()) from None
     connected = ray.is_initialized()
     if not connected:
         ray.init(address=args.address, include_dashboard=False if args.address is None else None,
                  log_to_driver=False)
     try:
-        gpus = ray.cluster_resources().get("GPU", 0.0)
-        gpus_per_worker = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if gpus else 0.0)
-        workers = args.workers or (max(1, int(gpus // gpus_per_worker)) if gpus_per_worker else 1)
-        report = segment_recording(args.model, args.out, args.rgb, args.aux, args.bag, args.rgb_topic,
-                                   args.aux_topic, workers, gpus_per_worker, args.batch_size, args.overwrite,
-                                   args.match, args.color_order, args.depth_units, args.resize_aux, args.threads)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        with sigterm_as_interrupt():  # ray.init installs its own SIGTERM handler (sys.exit)
+            gpus = ray.cluster_resources().get("GPU", 0.0)
+            gpus_per_worker = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if gpus else 0.0)
+            workers = args.workers or (max(1, int(gpus // gpus_per_worker)) if gpus_per_worker else 1)
+            report = segment_recording(args.model, args.out, args.rgb, args.aux, args.bag, args.rgb_topic,
+                                       args.aux_topic, workers, gpus_per_worker, args.batch_size, args.overwrite,
+                                       args.match, args.color_order, args.depth_units, args.resize_aux, args.threads)
+        code = 0
+    except KeyboardInterrupt as e:
+        if not hasattr(e, "report"):
+            raise
+        report, code = e.report, interrupt_code(e)
+        print("interrupted: the index lists the frames done; the same command resumes", file=sys.stderr)
     finally:
         if not connected:
             ray.shutdown()
-    print(f"{report.segmented} frames segmented, {report.skipped} skipped (see index.parquet), "
-          f"{report.existing} already done; {report.fps:.1f} frames/s over {report.seconds:.1f} s -> {args.out}")
-    return 0
+    print(f"{report.segmented} frames segmented, {report.skipped} skipped, {report.unpaired} without a partner "
+          f"(see index.parquet), {report.existing} already done; {report.fps:.1f} frames/s over "
+          f"{report.seconds:.1f} s -> {args.out}")
+    return code
+
+
+def main(argv=None) -> int:
+    return run_tool(run, parse_args, argv)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Colours for label maps and masks: one palette, overlays with a legend, click markers.
-Shared by ``python -m runtime`` and ``demo.py``; label PNGs themselves stay class ids.
+Shared by ``python -m runtime`` and ``demo.py``; label PNGs themselves stay class ids. The
+legend is a strip beside the frame, so that it hides no pixel of it.
 
     over = overlay(bgr, labels, num_classes, class_names)   # labels tinted, legend of the classes present
     over = mask_overlay(bgr, mask, points, point_labels)     # SimCMF: the mask tinted, clicks drawn
@@ -33,31 +34,35 @@ def class_names(config: dict) -> list[str]:
 
 
 def legend(image: np.ndarray, entries: list[tuple[str, tuple]]) -> np.ndarray:
-    """``image`` with a box in its top-left corner: a colour swatch and a name per entry.
-    Entries that do not fit the height are summarised as "+N more"."""
-    out = image.copy()
-    h, w = out.shape[:2]
-    scale = float(np.clip(h / 900, 0.35, 1.0))
+    """``image`` with a legend strip beside it, on the right: a colour swatch and a name per
+    entry, in as many columns as the frame's height needs. The frame itself is not covered
+    (its pixels keep their coordinates: a click at (x, y) is drawn at (x, y)), and every entry
+    is shown. The text scales with the frame's height."""
+    h, w = image.shape[:2]
+    scale = float(np.clip(h / 700, 0.38, 0.9))
     row = int(round(26 * scale)) + 4
     swatch = row - 6
-    fits = max(1, (h - 8) // row)
-    shown = entries if len(entries) <= fits else entries[:fits - 1] + [(f"+{len(entries) - fits + 1} more", None)]
-    text_w = max(cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for name, _ in shown)
-    box_w, box_h = min(w, swatch + text_w + 18), min(h, row * len(shown) + 6)
-    out[:box_h, :box_w] = (0.35 * out[:box_h, :box_w]).astype(out.dtype)  # a dark box keeps the text readable
-    for i, (name, colour) in enumerate(shown):
-        y = 4 + i * row
-        if colour is not None:
-            cv2.rectangle(out, (4, y), (4 + swatch, y + swatch), tuple(int(c) for c in colour), cv2.FILLED)
-            cv2.rectangle(out, (4, y), (4 + swatch, y + swatch), (255, 255, 255), 1)
-        cv2.putText(out, name, (swatch + 10, y + swatch - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                    cv2.LINE_AA)
-    return out
+    per_column = max(1, (h - 8) // row)
+    columns = [entries[i:i + per_column] for i in range(0, len(entries), per_column)] or [[]]
+    widths = [max([cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for name, _ in col] or [0])
+              + swatch + 18 for col in columns]
+    strip = np.full((h, sum(widths) + 4, 3), 32, image.dtype)
+    x0 = 4
+    for col, width in zip(columns, widths):
+        for i, (name, colour) in enumerate(col):
+            y = 4 + i * row
+            cv2.rectangle(strip, (x0, y), (x0 + swatch, y + swatch), tuple(int(c) for c in colour), cv2.FILLED)
+            cv2.rectangle(strip, (x0, y), (x0 + swatch, y + swatch), (255, 255, 255), 1)
+            cv2.putText(strip, name, (x0 + swatch + 6, y + swatch - 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+        x0 += width
+    return np.ascontiguousarray(np.concatenate([image, strip], axis=1))
 
 
 def overlay(bgr: np.ndarray, labels: np.ndarray, num_classes: int, names: list[str] | None = None,
             alpha: float = 0.5) -> np.ndarray:
-    """Labels tinted over the frame; with ``names``, a legend of every class present."""
+    """Labels tinted over the frame; with ``names``, a legend of every class present in a
+    strip beside it (the picture is wider than the frame; the frame's pixels stay where they are)."""
     colours = palette(num_classes)
     out = cv2.addWeighted(bgr, 1 - alpha, colours[labels], alpha, 0)
     if names is None:
@@ -68,7 +73,7 @@ def overlay(bgr: np.ndarray, labels: np.ndarray, num_classes: int, names: list[s
 
 def mask_overlay(bgr: np.ndarray, mask: np.ndarray, points, point_labels, alpha: float = 0.5) -> np.ndarray:
     """A SimCMF mask tinted over the frame, its outline, and each click (green foreground,
-    red background), with a legend."""
+    red background) drawn last, above the mask; the legend in a strip beside the frame."""
     out = bgr.copy()
     tint = np.empty_like(out)
     tint[:] = MASK_BGR

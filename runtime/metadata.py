@@ -9,14 +9,58 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 META_KEY = "mmseg_deploy"
 SCHEMA = "mmseg-deploy/1"
 KINDS = ("gopt", "simcmf_encoder", "simcmf_decoder")
+DTYPES = ("float32", "float16", "bfloat16", "uint8", "int8", "uint16", "int32", "int64", "bool")
+# field -> the JSON types it may hold (None: null allowed)
+FIELD_TYPES = {"config": (dict,), "precision": (str,), "variant": (str,), "companion": (str, None),
+               "nonfinite_label": (int, None), "versions": (dict,), "frame_input": (dict, None),
+               "quantization": (dict, None), "schema": (str,), "plugins": (list,)}
 
 
 class ModelFileError(ValueError):
     """A model file that cannot be used: missing, corrupt, or without this project's metadata."""
+
+
+class UnverifiedModelWarning(UserWarning):
+    """A model that has not passed its export check: ``NAME.unverified.onnx`` (the check
+    failed, or was interrupted), or an engine built from one."""
+
+
+def unverified_reason(path) -> str | None:
+    """Why ``path`` has not passed its export check, or None. Exports keep the ``.unverified``
+    name until ONNX Runtime agrees with PyTorch (``runtime/files.py``); an engine's sidecar
+    names the ONNX file it was built from."""
+    name = Path(path).name
+    if ".unverified." in name:
+        return (f"{name} has not passed its export check (the check failed or did not finish): its outputs may "
+                "not match PyTorch; run `python -m export.onnx CKPT --check-only` (or export.quantize again)")
+    if Path(path).suffix.lower() in (".engine", ".plan"):
+        try:
+            source = json.loads(Path(f"{path}.json").read_text())["onnx"]["file"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # the engine's own checks report a missing or damaged sidecar
+        if isinstance(source, str) and ".unverified." in source:
+            return f"{name} was built from {source}, which has not passed its export check"
+    return None
+
+
+_warned: set = set()
+
+
+def warn_if_unverified(path) -> None:
+    """An ``UnverifiedModelWarning`` (one line from a command-line tool) for an unchecked
+    model, once per file and process."""
+    import warnings
+
+    reason = unverified_reason(path)
+    key = str(Path(path).resolve())
+    if reason and key not in _warned:
+        _warned.add(key)
+        warnings.warn(reason, UnverifiedModelWarning, stacklevel=3)
 
 
 @dataclass
@@ -24,6 +68,20 @@ class TensorSpec:
     name: str
     shape: list  # ints for fixed axes, names ("batch", "num_points") for dynamic ones
     dtype: str  # numpy dtype name: "float32", "float16", "uint8", "int64"
+
+    def check(self) -> "TensorSpec":
+        """ModelFileError unless this is a tensor as metadata describes one (a name, sizes >= 0
+        and axis names, a numpy dtype name)."""
+        if not isinstance(self.name, str) or not self.name:
+            raise ModelFileError(f"a tensor's name is {self.name!r:.60}, not a name")
+        if not isinstance(self.shape, list) or not all(
+                (isinstance(d, int) and not isinstance(d, bool) and d >= 0) or (isinstance(d, str) and d)
+                for d in self.shape):
+            raise ModelFileError(f"tensor {self.name!r}: shape {self.shape!r:.60} is not a list of sizes and axis "
+                                 "names")
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
+            raise ModelFileError(f"tensor {self.name!r}: dtype {self.dtype!r:.60} is not one of {DTYPES}")
+        return self
 
     def dynamic_axes(self) -> dict[int, str]:
         return {i: s for i, s in enumerate(self.shape) if isinstance(s, str)}
@@ -54,10 +112,31 @@ class ModelInfo:
     plugins: list = field(default_factory=list)
 
     def __post_init__(self):
-        self.inputs = [t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.inputs]
-        self.outputs = [t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.outputs]
-        if self.kind not in KINDS:
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise ModelFileError(f"unknown model kind {self.kind!r}; expected one of {KINDS}")
+        for name, types in FIELD_TYPES.items():
+            value = getattr(self, name)
+            if not (value is None and None in types) and (
+                    not isinstance(value, tuple(t for t in types if t)) or isinstance(value, bool)):
+                raise ModelFileError(f"metadata field {name!r} is {type(value).__name__} {value!r:.60}, expected "
+                                     + " or ".join("null" if t is None else t.__name__ for t in types))
+        if not all(isinstance(p, str) for p in self.plugins):
+            raise ModelFileError(f"metadata field 'plugins' must list names, got {self.plugins!r:.60}")
+        self.inputs, self.outputs = self._specs("inputs", self.inputs), self._specs("outputs", self.outputs)
+
+    @staticmethod
+    def _specs(name: str, specs) -> list:
+        if not isinstance(specs, list) or not specs:
+            raise ModelFileError(f"metadata field {name!r} must list the graph's tensors, got {specs!r:.60}")
+        out = []
+        for t in specs:
+            if isinstance(t, TensorSpec):
+                out.append(t.check())
+            elif isinstance(t, dict) and sorted(t) == ["dtype", "name", "shape"]:
+                out.append(TensorSpec(**t).check())
+            else:
+                raise ModelFileError(f"metadata field {name!r}: {t!r:.60} is not a tensor (name, shape, dtype)")
+        return out
 
     @property
     def untrained(self) -> bool:
@@ -76,14 +155,18 @@ class ModelInfo:
     def from_json(cls, text: str, source: str = "model") -> "ModelInfo":
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ModelFileError(f"{source}: its {META_KEY} metadata is not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ModelFileError(f"{source}: its {META_KEY} metadata is a JSON {type(d).__name__}, not an object")
         if d.get("schema") != SCHEMA:
-            raise ModelFileError(f"{source}: metadata schema {d.get('schema')!r}, this runtime reads {SCHEMA!r}")
+            raise ModelFileError(f"{source}: metadata schema {d.get('schema')!r:.60}, this runtime reads {SCHEMA!r}")
         try:
             return cls(**d)
         except TypeError as e:
             raise ModelFileError(f"{source}: malformed {META_KEY} metadata ({e})") from None
+        except ModelFileError as e:
+            raise ModelFileError(f"{source}: {e}") from None
 
 
 def gopt_model_info(config: dict, batch: int | str, precision: str = "fp32", versions: dict | None = None,

@@ -117,7 +117,8 @@ def compressed_to_numpy(msg) -> np.ndarray:
     fmt = str(msg.format).strip()
     data = _bytes(msg.data)
     if "compressedDepth" not in fmt:
-        kind = fmt.split(";")[-1].split()[0].lower() if fmt else ""
+        words = fmt.split(";")[-1].split()
+        kind = words[0].lower() if words else ""
         if kind not in ("jpeg", "jpg", "png"):
             raise ValueError(f"sensor_msgs/CompressedImage format {fmt!r} is not supported; expected jpeg or png "
                              "(e.g. 'bgr8; jpeg compressed bgr8') or '16UC1; compressedDepth png'")

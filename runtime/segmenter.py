@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .backend import Backend, backend_kind, open_backend
-from .metadata import ModelFileError
+from .metadata import ModelFileError, warn_if_unverified
 from .outputs import check_finite, check_gopt_frame
 from .preprocess import (check_pair, check_sensor_kinds, frame_feeds, labels_to_frame, preprocess_aux,
                          preprocess_image, preprocess_rgb)
@@ -77,6 +77,7 @@ class Segmenter:
         model exported with --uint8-input has its own, and the default is that).
         ``base=``: SAM's checkpoint, for a SimCMF delta checkpoint run with PyTorch."""
         self.path = Path(path)
+        warn_if_unverified(path)
         self._attach(open_graphs(path, device, providers, **options), color_order, resize_aux, depth_units)
 
     @classmethod

@@ -182,6 +182,18 @@ def list_images(folder) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
+def check_unique_names(files, what: str = "output") -> None:
+    """ValueError when two files share a stem (``a.png`` and ``a.tiff``): their frames would
+    get one name, so one output would overwrite the other (or a pairing by name would guess)."""
+    seen: dict[str, Path] = {}
+    for path in files:
+        path = Path(path)
+        if path.stem in seen:
+            raise ValueError(f"{seen[path.stem]} and {path} map to one {what} name {path.stem!r}; "
+                             "rename or move one of them")
+        seen[path.stem] = path
+
+
 def read_image(path: Path, flags: int) -> np.ndarray:
     img = cv2.imread(str(path), flags)
     if img is None:
@@ -234,6 +246,9 @@ class FolderPair:
             raise ValueError(f"time_unit must be one of {list(TIME_UNITS_MS)}, got {time_unit!r}")
         self.channels, self.resize_aux = _aux_channels(modality), resize_aux
         rgb_files, aux_files = list_images(rgb_dir), list_images(aux_dir)
+        check_unique_names(rgb_files)
+        if match == "name":
+            check_unique_names(aux_files, "pairing")
         if match == "name":
             self.pairs = self._by_name(rgb_files, aux_files)
         else:
@@ -297,6 +312,7 @@ class MFNetFrames:
     def __init__(self, path):
         path = _exists(path)
         self.files = list_images(path) if path.is_dir() else [path]
+        check_unique_names(self.files)
         self.skipped, self.unmatched = 0, []
         self._read(self.files[0])  # a wrong layout fails here, not in the middle of a stream
 

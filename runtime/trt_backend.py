@@ -64,6 +64,17 @@ class EngineSidecar:
     plugins: dict | None = None
 
     def __post_init__(self):
+        for name in ("tensorrt", "gpu", "compute_capability", "precision", "engine_sha256", "built", "format"):
+            if not isinstance(getattr(self, name), str):
+                raise ModelFileError(f"field {name!r} is {getattr(self, name)!r:.60}, not a string")
+        for name in ("profiles", "builder", "onnx"):
+            if not isinstance(getattr(self, name), dict):
+                raise ModelFileError(f"field {name!r} is {getattr(self, name)!r:.60}, not an object")
+        if not isinstance(self.onnx.get("file", ""), str):
+            raise ModelFileError(f"field 'onnx' names its file as {self.onnx['file']!r:.60}, not a string")
+        if self.plugins is not None and not (isinstance(self.plugins, dict) and isinstance(self.plugins.get("file"), str)
+                                             and isinstance(self.plugins.get("sha256"), str)):
+            raise ModelFileError(f"field 'plugins' is {self.plugins!r:.60}, not {{'file', 'sha256', 'ops'}}")
         if isinstance(self.model, dict):
             self.model = ModelInfo.from_json(json.dumps(self.model), "the model metadata")
         elif not isinstance(self.model, ModelInfo):
@@ -76,7 +87,7 @@ class EngineSidecar:
     def from_json(cls, text: str, source: str = "engine sidecar") -> "EngineSidecar":
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ModelFileError(f"{source}: not valid JSON ({e})") from None
         if not isinstance(d, dict) or d.get("format") != SIDECAR_FORMAT:
             found = d.get("format") if isinstance(d, dict) else type(d).__name__

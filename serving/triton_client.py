@@ -8,6 +8,8 @@ The repository's ensemble (``python -m export.triton_repo``) takes one uint8 ``r
 [H, W, 3] and ``aux`` [H, W] per request (sent with a batch axis of 1) and returns
 ``labels`` [H, W] uint8 at the frame's size. ``--compare`` runs ``Segmenter`` on the same
 frames locally and prints the label agreement. Default ports: 8000 (HTTP), 8001 (gRPC).
+Exit status: 0 received (and agreeing), 1 agreement below 99.9%, 2 bad arguments, a server
+that cannot be reached or refuses the request (one line).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from runtime.cli import ArgumentParser, input_file, output_file, run_tool
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "samples" / "mfnet_01234N.png"
 
@@ -30,7 +34,7 @@ def client_module(protocol: str):
         else:
             import tritonclient.grpc as module
     except ImportError:
-        raise SystemExit("error: tritonclient is needed: pip install 'tritonclient[http,grpc]'") from None
+        raise ValueError("tritonclient is needed: pip install 'tritonclient[http,grpc]'") from None
     return module
 
 
@@ -53,12 +57,24 @@ def module_dtype(dtype) -> str:
 
 def segment_remote(url: str, protocol: str, rgb: np.ndarray, aux: np.ndarray, model: str = "gopt") -> np.ndarray:
     """``labels`` [H, W] uint8 from the server for one frame pair (rgb in the repository's colour order)."""
+    from tritonclient.utils import InferenceServerException
+
     module = client_module(protocol)
-    client = module.InferenceServerClient(url=url)
-    if not client.is_model_ready(model):
-        raise RuntimeError(f"{url}: model {model!r} is not ready (is the server up with this repository?)")
-    result = client.infer(model, request_inputs(module, rgb, aux),
-                          outputs=[module.InferRequestedOutput("labels")])
+    try:
+        client = module.InferenceServerClient(url=url)
+        if not client.is_model_ready(model):
+            raise ValueError(f"{url}: model {model!r} is not ready (is the server up with this repository?)")
+        result = client.infer(model, request_inputs(module, rgb, aux),
+                              outputs=[module.InferRequestedOutput("labels")])
+    except InferenceServerException as e:  # the server's or the connection's error, as the client reports it
+        text = " ".join(str(e).split())
+        if "UNAVAILABLE" in str(e.status()) or "UNAVAILABLE" in text:  # gRPC: nothing listens there
+            raise ValueError(f"{url} ({protocol}): cannot reach the server ({text}); is tritonserver running "
+                             "there?") from None
+        raise ValueError(f"{url} ({protocol}): {text}") from None
+    except OSError as e:
+        raise ValueError(f"{url} ({protocol}): cannot reach the server ({e.strerror or e}); is tritonserver "
+                         "running there?") from None
     return result.as_numpy("labels")[0]
 
 
@@ -75,8 +91,8 @@ def read_frames(args) -> tuple[np.ndarray, np.ndarray]:
     return frame.rgb, frame.aux
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serving.triton_client", description=__doc__.split("\n\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    p = ArgumentParser(prog="python -m serving.triton_client", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", default=None, help="server address (default localhost:8000 for HTTP, :8001 for gRPC)")
     p.add_argument("--protocol", choices=("http", "grpc"), default="http")
     p.add_argument("--model", default="gopt", help="the model to call (the ensemble)")
@@ -86,10 +102,33 @@ def main(argv=None) -> int:
     p.add_argument("--color-order", choices=("rgb", "bgr"), default="rgb",
                    help="the colour order the repository was written for (export.triton_repo --color-order)")
     p.add_argument("--compare", help="an exported model to run locally with Segmenter on the same frames")
-    p.add_argument("--out", help="write the server's label map here (PNG)")
+    p.add_argument("--out", help="write the server's label map here (PNG; replaces an earlier file)")
     args = p.parse_args(argv)
     if bool(args.rgb) != bool(args.aux):
         p.error("--rgb and --aux go together")
+    for path in (args.rgb, args.aux) if args.rgb else (args.frame,):
+        input_file(path, "a frame")
+    if args.compare:
+        input_file(args.compare, "a model to compare with")
+    if args.out:
+        if Path(args.out).suffix.lower() != ".png":
+            p.error(f"--out {args.out}: the label map is written as a .png")
+        output_file(args.out, replace=True)
+    return args
+
+
+def main(argv=None) -> int:
+    return run_tool(client_command, parse_args, argv)
+
+
+def client_command(args) -> int:
+    local = None
+    if args.compare:  # the local model is checked before the request
+        from runtime import Segmenter
+
+        local = Segmenter(args.compare)
+        if local.kind != "gopt":
+            raise ValueError(f"--compare {args.compare}: a SimCMF model; the repository serves GoPT label maps")
     url = args.url or ("localhost:8000" if args.protocol == "http" else "localhost:8001")
     bgr, aux = read_frames(args)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if args.color_order == "rgb" else bgr
@@ -99,11 +138,9 @@ def main(argv=None) -> int:
         from runtime.files import write_image_atomic
 
         write_image_atomic(args.out, labels)
-    if args.compare:
-        from runtime import Segmenter
-
-        local = Segmenter(args.compare).run(bgr, aux)
-        agreement = float((local == labels).mean())
+    if local is not None:
+        ours = local.run(bgr, aux)
+        agreement = float((ours == labels).mean())
         print(f"agreement with Segmenter({Path(args.compare).name}).run: {100 * agreement:.3f}% of pixels")
         return 0 if agreement >= 0.999 else 1
     return 0

@@ -301,6 +301,72 @@ def test_command_line_rgbd_esanet(tmp_path, tiny_gopt_models, storage, capsys):
     assert "exists already" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3", "ros1"])
+def test_copy_inputs_round_trips_every_input_format(tmp_path, tiny_gopt_models, storage, capsys):
+    """--copy-inputs from each bag format the README lists (rosbag2 MCAP and sqlite3, ROS 1):
+    the copied Image and CompressedImage messages read back with the input's stamps, frame
+    ids and pixels (ROS 1 messages converted to ROS 2's types, Header.seq dropped)."""
+    n = 4
+    rgb = [T0 + int(i * 1e9 / 30) for i in range(n)]
+    aux = [t + 2_000_000 for t in rgb]
+    frames = mfnet_frames(n)
+    name = "in.bag" if storage == "ros1" else "in"
+    bag = write_bag(tmp_path / name, rgbt_streams(rgb, aux, frames, "jpeg", "mono8"), storage)
+    out = tmp_path / "out"
+    assert main([str(tiny_gopt_models / "thermal.onnx"), "--bag", str(bag), "--rgb-topic", RGB_TOPIC,
+                 "--aux-topic", AUX_TOPIC, "--out-bag", str(out), "--copy-inputs", "--quiet"]) == 0, \
+        capsys.readouterr().err
+    copied, given = read_bag(out), read_bag(bag)
+    for topic in (RGB_TOPIC, AUX_TOPIC):
+        assert len(copied[topic]) == len(given[topic]) == n
+        for (log_a, a), (log_b, b) in zip(copied[topic], given[topic]):
+            assert log_a == log_b and stamp_of(a) == stamp_of(b) and a.header.frame_id == b.header.frame_id
+            if topic == RGB_TOPIC:
+                assert a.format == b.format and bytes(a.data) == bytes(b.data)
+            else:
+                np.testing.assert_array_equal(image_to_numpy(a), image_to_numpy(b))
+    assert len(copied["/gopt/raw_segmentation_mask"]) == n
+
+
+def test_second_sigterm_while_the_bag_is_finished_keeps_the_frames(tmp_path, tiny_gopt_models):
+    """SIGTERM, then another 20 ms later while the output bag (with --copy-inputs) is being
+    finished: exit status 143, the summary, and a complete bag with every frame segmented
+    (the second signal used to discard the bag without a word)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    n = 150
+    rgb = [T0 + int(i * 1e9 / 30) for i in range(n)]
+    frames = []
+    for i in range(n):
+        img = np.roll(cv2.resize(sample(("mfnet_01234N.png", "mfnet_01477D.png")[i % 2]), (320, 240)), 5 * i, axis=1)
+        frames.append((np.ascontiguousarray(img[..., :3]), np.ascontiguousarray(img[..., 3])))
+    bag = write_bag(tmp_path / "in", rgbt_streams(rgb, [t + 1_000_000 for t in rgb], frames, "rgb8", "mono8"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "runtime", str(tiny_gopt_models / "thermal.onnx"), "--bag", str(bag),
+                             "--rgb-topic", RGB_TOPIC, "--aux-topic", AUX_TOPIC, "--out-bag", str(out),
+                             "--copy-inputs"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = 0
+    for line in proc.stdout:
+        seen += line.startswith("frame ")
+        if seen >= 40:
+            break
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr
+    written = re.search(r"wrote (\d+) frames to ", stdout)
+    assert written and re.search(r"^frames \d+, ", stdout, re.M), stdout[-2000:]
+    topics = read_bag(out)
+    assert len(topics["/gopt/raw_segmentation_mask"]) == int(written.group(1)) >= 40
+    assert len(topics[RGB_TOPIC]) == n  # the inputs copied whole
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_command_line_lists_topics_and_reports_unmatched(tmp_path, tiny_gopt_models, thermal_seg, capsys):
     rgb, aux = schedule(3, seconds=0.5)
     bag = write_bag(tmp_path / "in", rgbt_streams(rgb, aux, mfnet_frames(len(rgb))))

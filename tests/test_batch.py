@@ -223,8 +223,62 @@ def test_shards_and_bad_arguments(tmp_path, recording):
         list_shards(rgb=recording, bag=tmp_path)
     with pytest.raises(ValueError, match="bag"):  # no bag source in runtime.streams, or no bag in the folder
         list_shards(bag=tmp_path)
-    with pytest.raises(SystemExit):
-        main(["model.onnx", "--out", str(tmp_path)])  # no frames given
+    assert main(["model.onnx", "--out", str(tmp_path)]) == 2  # no frames given: one line
+
+
+def test_every_input_is_in_the_index(local_ray, model, tmp_path, capsys):
+    """12 RGB files and 7 thermal files: the 6 pairs are segmented, the 6 RGB files and the
+    thermal file without a partner are in the index as unpaired, with the reason."""
+    rgb, aux = tmp_path / "rgb", tmp_path / "thermal"
+    rgb.mkdir(), aux.mkdir()
+    img = cv2.imread(str(SAMPLES[0]), cv2.IMREAD_UNCHANGED)
+    for i in range(12):
+        cv2.imwrite(str(rgb / f"f{i:02d}.png"), img[..., :3])
+        if i % 2 == 0:
+            cv2.imwrite(str(aux / f"f{i:02d}.png"), img[..., 3])
+    cv2.imwrite(str(aux / "lone.png"), img[..., 3])
+    out = tmp_path / "out"
+    assert within(RUN_LIMIT_S, lambda: main([str(model), "--rgb", str(rgb), "--aux", str(aux), "--out", str(out)])) == 0
+    assert "6 frames segmented, 0 skipped, 7 without a partner" in capsys.readouterr().out
+    index = pd.read_parquet(out / "index.parquet").set_index("frame")
+    assert len(index) == 13 and (index["status"] == "segmented").sum() == 6
+    assert index.loc["f01.png", "status"] == "unpaired" and "no image of the same name" in index.loc["f01.png", "reason"]
+    assert index.loc["lone.png", "status"] == "unpaired" and index.loc["lone.png", "aux_file"] == str(aux / "lone.png")
+
+
+def test_two_inputs_with_one_output_name_are_refused_before_ray(model, tmp_path, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(SAMPLES[0], frames / "a.png")
+    cv2.imwrite(str(frames / "a.tiff"), cv2.imread(str(SAMPLES[1]), cv2.IMREAD_UNCHANGED))
+    assert main([str(model), "--rgb", str(frames), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "a.png and " in err and "a.tiff map to one output name 'a'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_interrupt_writes_the_index_of_the_frames_done(model, recording, tmp_path):
+    """Ctrl-C on python -m runtime.batch: exit status 130, no traceback, and index.parquet
+    lists every label map written."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.batch", str(model), "--rgb", str(recording), "--out",
+                             str(out), "--batch-size", "1"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + RUN_LIMIT_S
+    while time.time() < deadline and len(list((out / "labels").glob("[!.]*.png"))) < 3 if (out / "labels").exists() \
+            else time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=RUN_LIMIT_S)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    index = pd.read_parquet(out / "index.parquet")
+    written = sorted(p.stem for p in (out / "labels").glob("[!.]*.png"))
+    assert 0 < len(written) and sorted(index["frame"]) == written
+    assert set(index["status"]) <= {"segmented", "exists"}
 
 
 def test_video_folders_one_shard_per_video_pair(local_ray, model, tmp_path):
@@ -278,4 +332,8 @@ def test_bag_one_shard(local_ray, model, tmp_path):
         names.append(frame.name)
     source.close()
     assert report.segmented == len(names) > 0
-    assert sorted(pd.read_parquet(out / "index.parquet")["frame"]) == sorted(names)
+    index = pd.read_parquet(out / "index.parquet")
+    assert sorted(index[index["status"] == "segmented"]["frame"]) == sorted(names)
+    # every message without a partner is in the index too
+    unpaired = index[index["status"] == "unpaired"]
+    assert sorted(unpaired["frame"]) == sorted(u.name for u in source.unmatched) and report.unpaired == len(unpaired) > 0

@@ -49,7 +49,7 @@ def test_simcmf_clicks_from_the_command_line(simcmf, tmp_path):
     saved = cv2.imread(str(tmp_path / "o" / "mfnet_01234N_mask.png"), cv2.IMREAD_UNCHANGED)
     assert saved.dtype == np.uint8 and ((saved > 0) == mask).all()
     over = cv2.imread(str(tmp_path / "o" / "mfnet_01234N_overlay.png"))
-    assert over.shape == (480, 640, 3)
+    assert over.shape[0] == 480 and over.shape[1] > 640  # the frame, and the legend beside it
     assert (over[240, 320] == (0, 220, 0)).all() and (over[400, 500] == (0, 0, 230)).all()  # the clicks
     assert "encoding the image" in out.stdout  # the slow first step is announced and timed
 
@@ -105,6 +105,28 @@ def test_overlay_has_a_legend_of_the_classes_present(gopt_onnx, tmp_path):
     mask = np.zeros(frame.shape[:2], bool)
     mask[100:200, 100:300] = True
     assert swatch_of(mask_overlay(frame, mask, [(150, 150)], [1]), (255, 144, 30))
+
+
+def test_the_legend_hides_nothing():
+    """The legend is a strip beside the frame: no pixel of the frame is covered (the depth
+    demo's 512x424 frame with every one of SUN RGB-D's 37 classes, each in the legend, none
+    cut off), and the README's background click at (100, 50) shows in its own colour."""
+    from models.demo_checkpoint import SUNRGBD_CLASSES
+
+    bgr = cv2.imread(os.path.join(ROOT, "data", "samples", "esanet_rgb.png"), cv2.IMREAD_COLOR)
+    H, W = bgr.shape[:2]
+    labels = (np.arange(H * W).reshape(H, W) * 37 // (H * W)).astype(np.uint8)
+    with_legend = overlay(bgr, labels, 37, SUNRGBD_CLASSES)
+    assert with_legend.shape[0] == H and with_legend.shape[1] > W
+    assert (with_legend[:, :W] == overlay(bgr, labels, 37)).all()  # the frame as it is without a legend
+    strip = with_legend[:, W:]
+    assert all(swatch_of(strip, colour, 6) for colour in palette(37)[1:])  # every class, no "+N more"
+    frame = cv2.imread(SAMPLE)
+    mask = np.zeros(frame.shape[:2], bool)
+    mask[150:330, 230:420] = True
+    over = mask_overlay(frame, mask, [(320, 240), (100, 50)], [1, 0])
+    assert (over[50, 100] == (0, 0, 230)).all() and (over[240, 320] == (0, 220, 0)).all()
+    assert swatch_of(over[:, 640:], (255, 144, 30), 6)
 
 
 def test_demo_shares_the_colour_module():

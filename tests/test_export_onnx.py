@@ -16,6 +16,7 @@ from export import graph
 from export.onnx import parse_args, run
 from export.trt_ops import TRT10_SUPPORTED_OPS
 from models import save_gopt
+from runtime.cli import UsageError
 from runtime.metadata import ModelFileError, read_onnx_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,7 +139,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     save_gopt(tiny_gopt(), tmp_path / "tiny.pt")
     assert run(parse_args([str(tmp_path / "tiny.pt"), "--img-size", "30", "48", "--no-check"])) == 2
     assert "multiples of patch_size 16" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="not allowed with argument --batch"):
         parse_args([str(tmp_path / "tiny.pt"), "--batch", "2", "--dynamic-batch"])
 
 

@@ -161,3 +161,25 @@ def test_raw_frame_engines(models, trt_env, tmp_path):
                 frames = to_frames(rgb, aux)
                 agreement = (trt_seg.run(*frames) == onnx_seg.run(*frames)).mean()
                 assert agreement >= (1.0 if trt_env.simulated else 0.99), (name, agreement)
+
+
+@pytest.mark.parametrize("name", ["thermal_frames", "thermal_rgb16", "depth_frames"])
+def test_the_check_judges_network_and_preprocessing_apart(models, name):
+    """The raw-frame export's check: the network on random frames drawn as the float check's
+    inputs (normalised values within the float check's range, not uniform noise 8 standard
+    deviations out), and the in-graph preprocessing alone against runtime/preprocess.py over the
+    sensors' whole range, exactly."""
+    from export.onnx import check_gopt, gopt_model_like_frames, gopt_random_inputs, preprocess_frames
+
+    model = factories.tiny_gopt(1 if name.startswith("depth") else 0, img_size=SIZE, class_names=list("abcde"),
+                                **({"modality": "depth", "aux_mean": [2.8], "aux_std": [1.4]}
+                                   if name.startswith("depth") else {}))
+    info = read_onnx_info(models[name])
+    rgb, aux = gopt_model_like_frames(model.config, info.frame_input, 2, seed=1)
+    x, a = preprocess_frames(model.config, rgb, aux, info.frame_input)
+    fx, fa = gopt_random_inputs(model.config, 2, seed=1)
+    assert np.abs(a).max() <= np.abs(fa).max() + 1.5 and np.abs(x).max() <= np.abs(fx).max() + 1.5
+    results = check_gopt(model, models[name], info, 1, Progress(3))
+    names = [r.name for r in results]
+    assert names[-1] == "preprocessing, full sensor range" and names[0].startswith("random")
+    assert results[-1].max_abs == 0.0 and results[-1].max_abs_limit is not None

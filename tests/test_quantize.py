@@ -130,7 +130,7 @@ def test_bad_arguments_are_one_line_errors(quantized, tmp_path, capsys):
                        ([str(fp32), "--int8", "--calib", "x"], "--calib is for --target tensorrt"),
                        ([str(tmp_path / "none.onnx"), "--int8"], "no such file"),
                        ([str(int8), "--int8"], "quantize the fp32 export"),
-                       ([str(fp32), "--int8", "--calib-frames", "0"], "--calib-frames must be >= 1"),
+                       ([str(fp32), "--int8", "--calib-frames", "0"], "--calib-frames: expected an integer >= 1"),
                        ([str(fp32), "--int8", "--calib-aux", "x"], "--calib-aux pairs with --calib"),
                        ([str(fp32), "--int8", "-o", str(fp32)], "would replace the input"),
                        ([str(fp32), "--int8", "--target", "tensorrt", "--calib", str(tmp_path / "missing")],
@@ -293,3 +293,28 @@ def test_a_model_beyond_tolerance_keeps_its_unverified_name(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "FAIL" in captured.out and "beyond tolerance: kept as" in captured.err
     assert (tmp_path / "chaotic.int8.unverified.onnx").is_file() and not (tmp_path / "chaotic.int8.onnx").exists()
+
+
+def test_output_in_a_missing_folder_is_written_there(quantized, tmp_path, capsys):
+    """`-o missing/dir/q.onnx`: the folders are made before the work starts (it was a
+    FileNotFoundError traceback after quantizing)."""
+    fp32, _ = quantized
+    out = tmp_path / "missing" / "dir" / "q.onnx"
+    assert run([str(fp32), "--int8", "-o", str(out)]) == 0, capsys.readouterr().err
+    assert out.is_file() and read_onnx_info(out).precision == "int8"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["q.onnx"]  # no .unverified, no temporary left
+
+
+def test_a_model_beyond_tolerance_keeps_the_unverified_name(quantized, tmp_path, monkeypatch, capsys):
+    """As export.onnx: a quantized model that fails its check is never named OUT; an earlier
+    OUT stays as it was."""
+    import export.quantize as q
+
+    fp32, _ = quantized
+    out = tmp_path / "q.onnx"
+    out.write_bytes(b"an earlier model")
+    monkeypatch.setitem(q.MIN_LABEL_AGREEMENT, "int8", 1.01)  # no agreement passes
+    assert run([str(fp32), "--int8", "-o", str(out)]) == 1
+    assert "kept as " in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier model"
+    assert read_onnx_info(tmp_path / "q.unverified.onnx").precision == "int8"

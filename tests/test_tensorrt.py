@@ -157,6 +157,8 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, gopt_onnx):
     mismatch = tiny_gopt_onnx(tmp_path / "mismatch.onnx", graph_batch=1)  # metadata: dynamic; graph: 1
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x00not an onnx model" * 10)
+    folder_engine = tmp_path / "folder.engine"
+    folder_engine.mkdir()
     cases = [
         ([gopt_onnx, "--fp16", "--bf16"], "not allowed with"),
         ([tmp_path / "nope.onnx"], "no such file"),
@@ -174,7 +176,8 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, gopt_onnx):
         ([quantized, "--fp16"], "int8 Q/DQ model"),
         ([dynamic], "dynamic INT8 for ONNX Runtime"),
         ([gopt_onnx, "-o", tmp_path / "x.onnx"], ".engine or .plan"),
-        ([gopt_onnx, "-o", tmp_path / "no_dir" / "x.engine"], "no such directory"),
+        ([gopt_onnx, "-o", fixed / "x.engine"], "fixed.onnx is a file, not a folder"),
+        ([gopt_onnx, "-o", folder_engine], "is a folder; the output is a file"),
         ([gopt_onnx, "--workspace", 0], "--workspace"),
         ([gopt_onnx, "--opt-level", 6], "--opt-level"),
         ([gopt_onnx, "--max-batch", "many"], "invalid int"),

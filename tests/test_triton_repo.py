@@ -250,3 +250,43 @@ def test_client_request_inputs(frames):
     rgb_in, aux_in = request_inputs(http, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), thermal)
     assert (rgb_in.name(), rgb_in.shape(), rgb_in.datatype()) == ("rgb", [1, 480, 640, 3], "UINT8")
     assert (aux_in.name(), aux_in.shape(), aux_in.datatype()) == ("aux", [1, 480, 640], "UINT8")
+
+
+def test_an_existing_repository_is_refused_unless_overwrite(models, tmp_path, capsys):
+    repo = tmp_path / "repo"
+    assert main([str(models / "dynamic.onnx"), "-o", str(repo)]) == 0
+    stale = repo / "gopt_model" / "1" / "model.plan"
+    stale.write_bytes(b"an earlier engine")
+    capsys.readouterr()
+    assert main([str(models / "dynamic.onnx"), "-o", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exist already" in err and "--overwrite" in err
+    assert stale.exists()
+    assert main([str(models / "dynamic.onnx"), "-o", str(repo), "--overwrite"]) == 0
+    assert not stale.exists() and (repo / "gopt_model" / "1" / "model.onnx").is_file()
+
+
+def test_a_batch_one_export_says_it_is_not_batched(models, tmp_path, capsys):
+    """The README's demo export has a fixed batch of 1: without --max-batch the repository
+    serves it one frame per call and says so; --max-batch 16 names the fix in one line."""
+    assert run(parse_args([str(models / "tiny.pt"), "-o", str(models / "fixed1.onnx"), "--no-check"])) == 0
+    capsys.readouterr()
+    assert main([str(models / "fixed1.onnx"), "-o", str(tmp_path / "one")]) == 0
+    assert "one frame per call" in capsys.readouterr().out
+    assert parse_repository(tmp_path / "one")["gopt_model"].max_batch_size == 1
+    assert main([str(models / "fixed1.onnx"), "-o", str(tmp_path / "sixteen"), "--max-batch", "16"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--dynamic-batch" in err and "one frame per call" in err
+    assert not (tmp_path / "sixteen").exists()
+
+
+def test_a_simcmf_model_is_refused_in_one_line(tmp_path, capsys):
+    from export.progress import Progress
+    from export.simcmf_onnx import export_simcmf
+    from test_simcmf import tiny_model
+
+    _, (encoder, decoder) = export_simcmf(tiny_model(modality="rgbt"), tmp_path / "s", 1, progress=Progress(2))
+    for model in (encoder, decoder):
+        assert main([str(model), "-o", str(tmp_path / "repo")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "serves GoPT" in err
