@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from evaluation import FORMATS, Entry, LayoutError, evaluate, open_dataset  # noqa: E402
+from evaluation import FORMATS, Entry, evaluate, open_dataset  # noqa: E402
 from evaluation.metrics import IGNORE  # noqa: E402
-from export.cli import ArgumentParser, UsageError  # noqa: E402
+from runtime.cli import (ArgumentParser, UsageError, check_result_outputs, count, interrupt_code,  # noqa: E402
+                         output_dir, run_tool)
 from runtime.files import write_figure_atomic, write_text_atomic  # noqa: E402
-from runtime.metadata import ModelFileError  # noqa: E402
 from runtime.progress import Progress  # noqa: E402
 
 from benchmarks import latency  # noqa: E402
@@ -268,7 +268,7 @@ def parse_args(argv):
                     help="folder layout: the label value of unlabelled pixels (default 255)")
     ap.add_argument("--resize-aux", action="store_true",
                     help="folder layout: accept auxiliary frames of another size (same field of view)")
-    ap.add_argument("--limit", type=int, metavar="N", help="evaluate the first N frames only")
+    ap.add_argument("--limit", type=count, metavar="N", help="evaluate the first N frames only")
     ap.add_argument("--json", type=Path, help="write the full report (every frame, every matrix) here")
     ap.add_argument("--plot", type=Path, help="write the confusion matrices as a picture (PNG)")
     ap.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "mmseg-deploy-bench",
@@ -281,11 +281,12 @@ def parse_args(argv):
     args.precisions = [p.strip() for p in args.precision.split(",") if p.strip()] if args.precision else None
     if args.precisions and any(p.split(":")[0] not in latency.PRECISIONS for p in args.precisions):
         raise UsageError(f"--precision takes {', '.join(latency.PRECISIONS)}")
+    if not args.data.is_dir():
+        raise UsageError(f"{args.data}: " + ("is a file; --data is the data set's folder" if args.data.exists()
+                                             else "no such folder (--data)"))
     for m in args.models + ([args.reference] if args.reference else []):
         if not m.is_file():
             raise UsageError(f"{m}: no such file")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {args.limit}")
     if not 0 <= args.ignore_index <= 255:
         raise UsageError(f"--ignore-index must be 0-255 (labels are 8-bit), got {args.ignore_index}")
     if args.plot:
@@ -293,30 +294,32 @@ def parse_args(argv):
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError("--plot needs matplotlib (pip install matplotlib)") from None
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     args.latency = SimpleNamespace(size=None, work_dir=args.work_dir, quick=False, backend_given=True,
                                    cuda_graph=False)
     return args
 
 
 def run(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = parse_args(argv)
-        progress = Progress(3)
-        with progress(f"opening {len(args.models)} model(s)"):
-            entries = open_entries(args)
-            reference = reference_entry(args, entries)
-            modality = check_models(entries, reference)
-        with progress(f"reading {args.data}"):
-            first = next(e for e in ([reference] if reference else []) + entries if e.segmenter is not None)
-            from runtime.colors import class_names
+    """The command; errors are one line and exit statuses as every tool's (runtime/cli.py)."""
+    return run_tool(accuracy_command, parse_args, argv)
 
-            frames = open_dataset(args.data, args.format, args.split, modality, tuple(class_names(first.segmenter.config)),
-                                  args.ignore_index)
-            notes = check_classes(entries, reference, frames.classes, frames.spec.name)
-    except (UsageError, LayoutError, ModelFileError, ValueError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+
+def accuracy_command(args) -> int:
+    check_result_outputs(args.json, args.plot)
+    output_dir(args.work_dir)
+    progress = Progress(3)
+    with progress(f"opening {len(args.models)} model(s)"):
+        entries = open_entries(args)
+        reference = reference_entry(args, entries)
+        modality = check_models(entries, reference)
+    with progress(f"reading {args.data}"):
+        first = next(e for e in ([reference] if reference else []) + entries if e.segmenter is not None)
+        from runtime.colors import class_names
+
+        frames = open_dataset(args.data, args.format, args.split, modality, tuple(class_names(first.segmenter.config)),
+                              args.ignore_index)
+        notes = check_classes(entries, reference, frames.classes, frames.spec.name)
     spec = frames.spec
     print(f"{spec.title}, {frames.layout}: split {frames.split}, {len(frames)} "
           f"{'images' if spec.name == 'whu-os' and 'tiles' in frames.layout else 'frames'}; "
@@ -331,9 +334,9 @@ def run(argv=None) -> int:
                       e.segmenter is reference.segmenter for e in entries) else "")):
         try:
             records = evaluate(entries, frames, reference, args.upsample, args.limit, progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             print("\ninterrupted: no report (the counts so far cover part of the split)", file=sys.stderr)
-            return 130
+            return interrupt_code(e)
     results = [e.summary(frames.classes, reference) for e in entries]
     evaluated = sum(r["status"] == "evaluated" for r in records)
     print()
@@ -357,7 +360,7 @@ def run(argv=None) -> int:
                           "notes": frames.notes},
               "settings": {"upsample": args.upsample, "limit": args.limit,
                            "reference": reference.name if reference else None},
-              "environment": latency.environment(["-m benchmarks.accuracy", *argv]),
+              "environment": latency.environment(["-m benchmarks.accuracy", *args.argv]),
               "notes": notes, "results": results,
               "reference": reference.summary(frames.classes) if reference is not None else None,
               "frames": records}
@@ -370,9 +373,9 @@ def run(argv=None) -> int:
     return 0 if any(r.get("frames") for r in results) else 1
 
 
-def main(argv=None) -> None:
-    sys.exit(run(argv))
+def main(argv=None) -> int:
+    return run(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

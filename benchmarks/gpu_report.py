@@ -33,7 +33,6 @@ import argparse
 import datetime
 import importlib.util
 import shutil
-import signal
 import sys
 import time
 import traceback
@@ -224,9 +223,11 @@ def plan_lines(plan: list[Stage], budget_s: float) -> list[str]:
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_report", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+    from runtime.cli import ArgumentParser, positive
+
+    ap = ArgumentParser(prog="python -m benchmarks.gpu_report", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget-s", type=positive, default=DEFAULT_BUDGET_S,
                     help=f"seconds for all stages together (default {DEFAULT_BUDGET_S:.0f})")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for report.json, report.md and the plots")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and what each stage misses here")
@@ -238,33 +239,35 @@ def parse_args(argv):
     unknown = [n for n in names if n not in STAGE_NAMES]
     if unknown or not names:
         ap.error(f"--stages: unknown {unknown}; choose from {','.join(STAGE_NAMES)}")
-    if not args.budget_s > 0:
-        ap.error(f"--budget-s must be positive, got {args.budget_s:g}")
     args.plan = [s for s in STAGES if s.name in names or s.name == "environment"]  # later stages read it
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     return args
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+def report_command(args) -> int:
+    from runtime.cli import interrupt_code, output_dir
 
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
     if args.dry_run:
         print("\n".join(plan_lines(args.plan, args.budget_s)))
         return 0
-    signal.signal(signal.SIGTERM, _terminate)
+    output_dir(args.out)
     budget = Budget(args.budget_s)
     try:
-        report = run(args.plan, budget, args.out, argv)
-    except KeyboardInterrupt:
+        report = run(args.plan, budget, args.out, args.argv)
+    except KeyboardInterrupt as e:  # SIGTERM too (the runner raises it in the main thread)
         print(f"\ninterrupted; what was measured is in {args.out}", file=sys.stderr)
-        return 130
+        return interrupt_code(e)
     print("\n" + "\n".join(output.summary_lines(report)))
     print(f"\nwrote {args.out / 'report.json'}, {args.out / 'report.md'} and the plots "
           f"({budget.total_s - budget.left():.0f} s; the tables are in report.md)")
     return exit_status(report)
+
+
+def main(argv=None) -> int:
+    """The command; errors are one line and exit statuses as every tool's (runtime/cli.py)."""
+    from runtime.cli import run_tool
+
+    return run_tool(report_command, parse_args, argv)
 
 
 if __name__ == "__main__":

@@ -365,12 +365,25 @@ class Agreement:
         return f"{self.name:<34} {what} {100 * self.value:.3f}%  max-abs {self.max_abs:.3g}  rel {self.rel:.3g}"
 
 
+def open_for_check(path: Path):
+    """A CPU Segmenter on the model being checked: its ``.unverified`` name is what the check is
+    about to settle, so the runtime's warning about unchecked models is not shown for it."""
+    import warnings
+
+    from runtime import Segmenter
+    from runtime.metadata import UnverifiedModelWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnverifiedModelWarning)
+        return Segmenter(path, device="cpu")
+
+
 def check(fp32: Path, quantized: Path, frames, progress: Progress) -> list[Agreement]:
     """The quantized model vs the fp32 one, both in ONNX Runtime through the runtime's Segmenter."""
     from runtime import Segmenter
 
     out = []
-    with Segmenter(fp32, device="cpu") as ref, Segmenter(quantized, device="cpu") as q:
+    with Segmenter(fp32, device="cpu") as ref, open_for_check(quantized) as q:
         for name, first, second in frames:
             with progress(f"checking on {name} (ONNX Runtime: quantized vs fp32)"):
                 if ref.kind == "gopt":
@@ -428,7 +441,7 @@ def eval_miou(fp32: Path, quantized: Path, frames, precision: str, tolerance: fl
     from evaluation import Entry, evaluate
     from runtime import Segmenter
 
-    with Segmenter(fp32, device="cpu") as a, Segmenter(quantized, device="cpu") as b:
+    with Segmenter(fp32, device="cpu") as a, open_for_check(quantized) as b:
         base, quant = Entry("fp32", a), Entry(precision, b)
         with progress(f"evaluating the {precision} and fp32 models on the labelled frames in {frames.root}"):
             records = evaluate([quant], frames, reference=base, progress=progress)

@@ -100,8 +100,12 @@ def export_quantize(w: Work):
         Case("output under a file", [w.onnx, "--int8", "-o", w.under_file("q.onnx")], "is a file, not a folder"),
         Case("folder where the output goes", [w.onnx, "--int8", "-o", w.folder_named("q.onnx")], "is a folder"),
         Case("0 calibration frames", [w.onnx, "--int8", "--calib-frames", "0"], "expected an integer >= 1"),
-        Case("missing calibration frames", [w.onnx, "--int8", "--calib", w.missing("calib"), "-o", w.root / "c.onnx"],
-             "no such file"),
+        Case("missing calibration frames", [w.onnx, "--int8", "--target", "tensorrt", "--calib", w.missing("calib"),
+                                            "-o", w.root / "c.onnx"], "no such file"),
+        Case("calibration frames for the dynamic target", [w.onnx, "--int8", "--target", "onnxruntime", "--calib",
+                                                           w.root], "--calib is for --target tensorrt"),
+        Case("FP8 for ONNX Runtime", [w.onnx, "--fp8", "--target", "onnxruntime"], "FP8 is for TensorRT"),
+        Case("an unknown target", [w.onnx, "--int8", "--target", "openvino"], "invalid choice"),
     ]
 
 
@@ -113,7 +117,8 @@ def export_tensorrt(w: Work):
         Case("folder where the engine goes", [w.onnx, "-o", w.folder_named("m.engine")], "is a folder"),
         Case("workspace 0", [w.onnx, "--workspace", "0"], "--workspace"),
         Case("batch range on a fixed batch", [w.onnx, "--max-batch", "8"], "batch is fixed"),
-        Case("fp16 from an INT8 model", [w.int8, "--fp16"], "int8 Q/DQ model"),
+        Case("fp16 from an INT8 Q/DQ model", [w.int8_qdq, "--fp16"], "int8 Q/DQ model"),
+        Case("a dynamic INT8 model", [w.int8, "--fp16"], "dynamic INT8 for ONNX Runtime"),
     ]
 
 
@@ -156,6 +161,9 @@ def runtime_main(w: Work):
         Case("GoPT with clicks", [w.onnx, "--rgb", w.frames, "--points", "3,4"], "clicks for SimCMF"),
         Case("depth units for a thermal model", [w.onnx, "--rgb", w.frames, "--depth-units", "0.001"],
              "for depth models"),
+        Case("bf16 without OpenVINO", [w.onnx, "--rgb", w.frames, "--precision", "bf16"],
+             "--precision is for --backend openvino"),
+        Case("an unknown backend", [w.onnx, "--rgb", w.frames, "--backend", "tvm"], "invalid choice"),
     ]
 
 
@@ -184,6 +192,31 @@ def benchmarks_latency(w: Work):
         Case("negative warm-up", [w.onnx, "--warmup-s", "-1"], "expected a number >= 0"),
         Case("a SimCMF decoder", [w.decoder, "--quick", "--backend", "onnxruntime"], "a SimCMF decoder"),
         Case("not a model", [w.file, "--quick"], "unknown model file type"),
+    ]
+
+
+def benchmarks_accuracy(w: Work):
+    return [
+        Case("missing model", [w.missing("m.onnx"), "--data", w.folder], "no such file"),
+        Case("missing data set", [w.onnx, "--data", w.missing("d")], "no such folder"),
+        Case("data set is a file", [w.onnx, "--data", w.file], "is a file"),
+        Case("results under a file", [w.onnx, "--data", w.folder, "--json", w.under_file("a.json")],
+             "is a file, not a folder"),
+        Case("plot of an unknown format", [w.onnx, "--data", w.folder, "--plot", w.root / "p.txt"],
+             "a plot is written as"),
+        Case("0 frames", [w.onnx, "--data", w.folder, "--limit", "0"], "expected an integer >= 1"),
+        Case("unknown backend", [w.onnx, "--data", w.folder, "--backend", "cuda"], "unknown backends"),
+        Case("a SimCMF encoder", [w.encoder, "--data", w.folder], "a SimCMF model"),
+        Case("no recognisable layout", [w.onnx, "--data", w.folder], "expected"),
+    ]
+
+
+def benchmarks_gpu_report(w: Work):
+    return [
+        Case("budget 0", ["--budget-s", "0"], "expected a number > 0"),
+        Case("unknown stage", ["--stages", "kernels,warp"], "--stages: unknown"),
+        Case("report folder is a file", ["--out", w.file], "is a file; the output is a folder"),
+        Case("report folder under a file", ["--out", w.under_file("r")], "is a file, not a folder"),
     ]
 
 
@@ -281,6 +314,8 @@ ROWS = [
     Row("-m runtime.batch", "runtime.batch", runtime_batch),
     Row("benchmarks/latency.py", "benchmarks.latency", benchmarks_latency),
     Row("benchmarks/streams.py", "benchmarks.streams", benchmarks_streams),
+    Row("-m benchmarks.accuracy", "benchmarks.accuracy", benchmarks_accuracy),
+    Row("-m benchmarks.gpu_report", "benchmarks.gpu_report", benchmarks_gpu_report),
     Row("benchmarks/kernels.py", "benchmarks.kernels", benchmarks_kernels),
     Row("benchmarks/ort_profile.py", "benchmarks.ort_profile", benchmarks_ort_profile),
     Row("benchmarks/batch_workers.py", "benchmarks.batch_workers", benchmarks_batch_workers),
@@ -302,10 +337,11 @@ def work(tmp_path_factory, tiny_gopt_models):
     export_simcmf(tiny_model(modality="rgbt"), simcmf / "s", 1, progress=Progress(2))
     from export.quantize import run as quantize
 
-    assert quantize([str(tiny_gopt_models / "thermal.onnx"), "--int8", "--no-check", "-o",
-                     str(simcmf / "int8.onnx")]) == 0
+    for target, name in (("onnxruntime", "int8.onnx"), ("tensorrt", "int8.qdq.onnx")):
+        assert quantize([str(tiny_gopt_models / "thermal.onnx"), "--int8", "--target", target, "--no-check", "-o",
+                         str(simcmf / name)]) == 0
     w = Work(tmp_path_factory.mktemp("misuse"), tiny_gopt_models, simcmf).make()
-    w.int8 = simcmf / "int8.onnx"
+    w.int8, w.int8_qdq = simcmf / "int8.onnx", simcmf / "int8.qdq.onnx"
     w.existing_pair = w.root / "pair"
     w.existing_pair.mkdir()
     from models.demo_simcmf import BASE_NAME
