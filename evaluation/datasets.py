@@ -379,14 +379,20 @@ def _mfnet(root: Path, split: str, modality: str) -> LabelledFrames:
                           MFNET_CLASSES)
 
 
-def _pst900(root: Path, split: str, modality: str) -> LabelledFrames:
-    splits = {p.name for p in root.iterdir() if (p / "rgb").is_dir() and (p / "labels").is_dir()} \
+def _split_folder(root: Path, split: str, subfolders: tuple[str, ...], name: str, title: str) -> Path:
+    """``root/split`` of a layout whose splits are folders holding ``subfolders``; LayoutError
+    naming what was expected and what is there."""
+    splits = {p.name for p in root.iterdir() if all((p / d).is_dir() for d in subfolders)} \
         if root.is_dir() else set()
     if not splits:
-        raise LayoutError(f"{root}: expected {EXPECTED['pst900']}; found {_listing(root)}")
+        raise LayoutError(f"{root}: expected {EXPECTED[name]}; found {_listing(root)}")
     if split not in splits:
-        raise LayoutError(f"{root}: no {split}/ split; this PST900 folder has {_splits(splits)}")
-    d = root / split
+        raise LayoutError(f"{root}: no {split}/ split; this {title} folder has {_splits(splits)}")
+    return root / split
+
+
+def _pst900(root: Path, split: str, modality: str) -> LabelledFrames:
+    d = _split_folder(root, split, ("rgb", "labels"), "pst900", "PST900")
     if not (d / "thermal").is_dir():
         raise LayoutError(f"{d}: expected rgb/, thermal/ and labels/; found {_listing(d)}")
     items = [Item(p.stem, {"rgb": d / "rgb" / p.name, "aux": d / "thermal" / p.name, "labels": p})
@@ -545,13 +551,7 @@ def _whu_os(root: Path, split: str, modality: str) -> LabelledFrames:
         return LabelledFrames(spec, root, split, f"WHU-OPT-SAR release, {WHU_OS_TILE} x {WHU_OS_TILE} tiles", items,
                               read, modality, WHU_OS_CLASSES,
                               [f"edge strips narrower than {WHU_OS_TILE} pixels are not evaluated"])
-    splits = {p.name for p in root.iterdir() if all((p / d).is_dir() for d in ("opt", "sar", "lbl"))} \
-        if root.is_dir() else set()
-    if not splits:
-        raise LayoutError(f"{root}: expected {EXPECTED['whu-os']}; found {_listing(root)}")
-    if split not in splits:
-        raise LayoutError(f"{root}: no {split}/ split; this WHU-OPT-SAR folder has {_splits(splits)}")
-    d = root / split
+    d = _split_folder(root, split, ("opt", "sar", "lbl"), "whu-os", "WHU-OPT-SAR")
     opt, sar = _stems(d / "opt"), _stems(d / "sar")
     items = [Item(n, {"rgb": opt.get(n, d / "opt" / p.name), "aux": sar.get(n, d / "sar" / p.name), "labels": p})
              for n, p in _stems(d / "lbl").items()]

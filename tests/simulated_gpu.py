@@ -26,6 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -334,6 +335,16 @@ def device() -> Device:
             _device.contexts = []  # kept for the process's lifetime
     _device.driver.simcuda_ctx_set_current(_device.main_context)
     return _device
+
+
+@pytest.fixture
+def dev():
+    """The simulated device, reset and set to compute capability 8.0 around a test."""
+    device_ = device()
+    device_.reset()
+    device_.configure(80)
+    yield device_
+    device_.configure(80)
 
 
 def fresh_copy(library: Path, folder: Path) -> Path:

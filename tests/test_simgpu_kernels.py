@@ -14,6 +14,7 @@ import torch
 
 import kernels
 import simulated_gpu as sim
+from simulated_gpu import dev  # noqa: F401  (the fixture)
 from kernels import native, tiles
 from kernels.reference import group_merge_reference, prompt_inject_reference
 from tolerances import assert_outputs_close
@@ -25,15 +26,6 @@ pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
 DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 d, D = 32, 768
 OK, INVALID_ARG, UNSUPPORTED, NO_DRIVER, NO_KERNEL_FOR_ARCH, CUDA_ERROR, WORKSPACE_TOO_SMALL = range(7)
-
-
-@pytest.fixture
-def dev():
-    device = sim.device()
-    device.reset()
-    device.configure(80)
-    yield device
-    device.configure(80)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import torch
 
 import kernels
 import simulated_gpu as sim
+from simulated_gpu import dev  # noqa: F401  (the fixture)
 from kernels.reference import group_merge_reference, prompt_inject_reference
 from tolerances import assert_outputs_close
 
@@ -111,15 +112,6 @@ def host(request, tmp_path_factory):
     sim.device()  # the simulated driver first: the plugin library opens it at its first call
     plugins = sim.fresh_copy(sim.BUILD / "libgopt_trt_plugins.so", tmp_path_factory.mktemp("plugins"))
     return Host(sim.SIM_DIR / request.param, plugins)
-
-
-@pytest.fixture
-def dev():
-    device = sim.device()
-    device.reset()
-    device.configure(80)
-    yield device
-    device.configure(80)
 
 
 # ---- creators and plugin objects -------------------------------------------------------------------
