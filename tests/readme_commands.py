@@ -37,6 +37,8 @@ class Command:
     def tool(self) -> str | None:
         """The project module a ``python`` command runs (``export.onnx``, ``benchmarks.latency``, ``demo``), or None."""
         words = [w for w in self.words() if w != "time"]
+        while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):  # PYTHONPATH=. python3 -m ...
+            words = words[1:]
         if not words or words[0] not in ("python", "python3") or len(words) < 2:
             return None
         if words[1] == "-m" and len(words) > 2:

@@ -70,10 +70,10 @@ def test_stages_can_be_chosen_and_the_environment_always_runs():
 
 
 def test_command_line_errors_are_one_line(capsys):
-    for argv, text in ((["--stages", "kernels,warp"], "unknown ['warp']"), (["--budget-s", "0"], "must be positive")):
-        with pytest.raises(SystemExit) as e:
-            gpu_report.parse_args(argv)
-        assert e.value.code == 2 and text in capsys.readouterr().err
+    for argv, text in ((["--stages", "kernels,warp"], "unknown ['warp']"), (["--budget-s", "0"], "a number > 0")):
+        assert gpu_report.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and text in err, err
 
 
 # ---- the budget --------------------------------------------------------------------------------

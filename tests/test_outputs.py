@@ -127,6 +127,8 @@ def readme_output_folders():
     found |= {"demo_out", "checkpoints"}  # demo.py's defaults
     folders = set()
     for path in found:
+        if path.startswith("/"):  # outside the checkout (/tmp/...)
+            continue
         top = path.strip("./").split("/")[0]
         if top and top.isidentifier() and top.upper() != top:  # not placeholders such as OUT / DIR
             folders.add(top)

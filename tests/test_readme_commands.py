@@ -41,11 +41,13 @@ NOT_RUN = [
     (r"^(trtexec|docker|tritonserver)", "needs TensorRT or NVIDIA's Triton container and a GPU"),
     (r"^(ros2 |colcon |mkdir -p ~/ws|cd ~/ws|ln -s )", "needs a ROS 2 installation (tests/test_ros2_package.py)"),
     (r"^ray |--address auto", "needs a Ray cluster (tests/test_batch.py runs a local Ray)"),
-    (r"^for ", "a GPU benchmark over a TensorRT engine"),
+    (r"^for n in ", "a GPU benchmark over a TensorRT engine"),
     (r"simcmf_rgbt_lora_untrained\.pth|models\.demo_simcmf",
      "the ViT-B SimCMF pair: minutes and 0.4 GB (tests/test_simcmf.py and test_export_simcmf.py cover it tiny)"),
     (r"^python -m kernels\.aot ", "compiles dozens of kernels (tests/test_aot.py compiles the CI subset)"),
 ]
+# file handling around the tools (folders, copies, lists): run by bash in the sandbox
+SHELL = r"^(mkdir -p|cp|ls|for f in) "
 # (pattern, exit status, what the one error line says) where this machine lacks what the command needs
 EXPECTED = [
     (r"^python -m export\.tensorrt ", 2, r"TensorRT|plugin|CUDA GPU"),
@@ -142,7 +144,10 @@ def sandbox(tmp_path_factory):
 
 
 def argv_of(command: Command) -> list[str]:
-    """The command's words as run here: this Python, scripts from the checkout, SHORTER values, EXTRA."""
+    """The command's words as run here: this Python, scripts from the checkout, SHORTER values,
+    EXTRA; a SHELL command as bash runs it."""
+    if command.tool() is None and re.search(SHELL, command.text):
+        return ["bash", "-c", command.text]
     words = [w for w in command.words() if w != "time"]
     words[0] = sys.executable
     if words[1].endswith(".py"):
@@ -199,7 +204,9 @@ def test_every_readme_command(sandbox):
     assert len(commands) > 30  # the parser found the README's blocks
     for command in commands:
         why = not_run_reason(command)
-        if command.synopsis and command.tool() is not None:
+        if command.tool() is None and re.search(SHELL, command.text):
+            problems += run_command(command, sandbox)
+        elif command.synopsis and command.tool() is not None:
             problems += check_flags(command)
         elif why is not None:
             skipped.append(f"not run (README line {command.line}): {command.text[:90]}: {why}")
