@@ -316,7 +316,7 @@ def runs(kernel, dtype, c_pad, cc, d=32) -> bool:
 _device: Device | None = None
 _device_lock = threading.Lock()
 
-# What the simulated runs covered, for the session's closing line (tests/conftest.py).
+# What the simulated runs covered, for the test run's closing line (tests/conftest.py).
 SUMMARY = {"launches": 0, "cases": 0, "max_error": {}}
 
 
