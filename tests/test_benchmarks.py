@@ -115,18 +115,25 @@ def test_quick_skips_exporting_a_large_checkpoint(tmp_path, monkeypatch):
     latency.quick_check_export(ckpt, tmp_path / "none.onnx", SimpleNamespace(quick=True, backend_given=True))
 
 
-def test_interleaved_int8_and_uint8_input(tmp_path):
-    """--interleave with --precision int8 and fp32:uint8-input: ONNX Runtime's INT8 Q/DQ model and
-    the raw-frame export, timed in turns with PyTorch eager, each with its ratio and labels."""
+def interleaved_tiny_run(tmp_path, backends: str, precisions: str, mode: str) -> subprocess.CompletedProcess:
+    """latency.py --quick --interleave on a tiny GoPT checkpoint, results in tmp_path/r.json."""
     cfg = GoPTConfig(embed_dim=64, depth=2, num_heads=2, num_classes=5, aux_channels=1, img_size=(48, 64),
                      prompt_dim=16)
     torch.manual_seed(0)
     save_gopt(GoPT(cfg), tmp_path / "tiny.pt")
     cmd = [sys.executable, "benchmarks/latency.py", str(tmp_path / "tiny.pt"), "--quick", "--batch", "1",
-           "--backend", "torch,onnxruntime", "--precision", "fp32,int8,fp32:uint8-input", "--interleave",
-           "--compute-only", "--json", str(tmp_path / "r.json"), "--work-dir", str(tmp_path / "work")]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+           "--backend", backends, "--precision", precisions, "--interleave", mode,
+           "--json", str(tmp_path / "r.json"), "--work-dir", str(tmp_path / "work")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_interleaved_int8_and_uint8_input(tmp_path):
+    """--interleave with --precision int8 and fp32:uint8-input: ONNX Runtime's INT8 Q/DQ model and
+    the raw-frame export, timed in turns with PyTorch eager, each with its ratio and labels."""
+    interleaved_tiny_run(tmp_path, "torch,onnxruntime", "fp32,int8,fp32:uint8-input", "--compute-only")
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
     ok = {(r["backend"], r["precision"]): r for r in rows if r["status"] == "ok"}
     assert set(ok) == {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
@@ -168,16 +175,7 @@ def test_interleaved_cpu_precisions_onnx_runtime_and_openvino(tmp_path):
     pytest.importorskip("openvino", reason="openvino is not installed (pip install -e '.[openvino]')")
     import openvino as ov
 
-    cfg = GoPTConfig(embed_dim=64, depth=2, num_heads=2, num_classes=5, aux_channels=1, img_size=(48, 64),
-                     prompt_dim=16)
-    torch.manual_seed(0)
-    save_gopt(GoPT(cfg), tmp_path / "tiny.pt")
-    cmd = [sys.executable, "benchmarks/latency.py", str(tmp_path / "tiny.pt"), "--quick", "--batch", "1",
-           "--backend", "torch,onnxruntime,openvino", "--precision", "fp32,bf16,int8", "--interleave",
-           "--end-to-end", "--json", str(tmp_path / "r.json"), "--work-dir", str(tmp_path / "work")]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
-    assert out.returncode == 0, out.stderr[-3000:]
+    interleaved_tiny_run(tmp_path, "torch,onnxruntime,openvino", "fp32,bf16,int8", "--end-to-end")
     result = json.loads((tmp_path / "r.json").read_text())
     rows = result["results"]
     ok = {(r["backend"], r["precision"]): r for r in rows if r["status"] == "ok"}
