@@ -57,7 +57,7 @@ SAR_METRICS = ("whu-os",)  # data sets whose literature reports OA, AA and kappa
 # ---- models -------------------------------------------------------------------------------------
 
 def own_backend(path: Path) -> str:
-    from runtime.backend import backend_kind
+    from runtime.backends.factory import backend_kind
 
     kind = backend_kind(path)
     return {"torch": "torch", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}[kind]
@@ -71,7 +71,7 @@ def own_precision(path: Path) -> str:
         from runtime.metadata import read_onnx_info
 
         return latency.file_precision(read_onnx_info(path))
-    from runtime.trt_backend import read_sidecar
+    from runtime.backends.trt_backend import read_sidecar
 
     return read_sidecar(path).model.precision
 

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
 
 def benchmark_command(args, argv) -> int:
-    from runtime.batch import model_info, segment_recording
+    from runtime.batch.job import model_info, segment_recording
     from runtime.files import write_text_atomic
 
     info = model_info(args.model)  # an exported GoPT model, read before Ray starts

@@ -22,7 +22,7 @@ as "unavailable: <why>".
 --precision int8: the INT8 model ``python -m export.quantize`` makes of the export for the
 backend (cached): ONNX Runtime runs the dynamic one (``--target onnxruntime``), OpenVINO the
 Q/DQ one (``--target tensorrt``, which it runs with its integer kernels). OpenVINO fp32
-computes in fp32, bf16 in the CPU's native bf16 (runtime/openvino_backend.py); ONNX Runtime's
+computes in fp32, bf16 in the CPU's native bf16 (runtime/backends/openvino_backend.py); ONNX Runtime's
 CPU provider has no bf16 kernels. A precision with ``:uint8-input`` (``fp32:uint8-input``):
 the export that takes raw frames (``python -m export.onnx --uint8-input``). --interleave: every
 configuration of a model is timed in turns, one call each per round, so that a shared
@@ -218,7 +218,7 @@ def model_kind(path: Path) -> str:
 
         kind = read_onnx_info(path).kind
     elif suffix in (".engine", ".plan"):
-        from runtime.trt_backend import read_sidecar
+        from runtime.backends.trt_backend import read_sidecar
 
         kind = read_sidecar(path).model.kind
     else:
@@ -276,7 +276,7 @@ def model_precisions(path: Path, args) -> list[str]:
         from runtime.metadata import read_onnx_info
 
         return [file_precision(read_onnx_info(path))]
-    from runtime.trt_backend import read_sidecar
+    from runtime.backends.trt_backend import read_sidecar
 
     return [file_precision(read_sidecar(path).model)]
 
@@ -361,7 +361,7 @@ def make_graphs(model_path: Path, kind: str, backend: str, precision: str, args)
             raise Unavailable(f"needs the PyTorch checkpoint, got {suffix}")
         if precision != "fp32":
             raise Unavailable("SimCMF in PyTorch is measured in fp32")
-        from runtime.torch_backend import simcmf_backends
+        from runtime.backends.torch_backend import simcmf_backends
 
         return simcmf_backends(model_path, torch_device(), base=args.base)
     if backend == "openvino":
@@ -409,7 +409,7 @@ def make_backend(model_path: Path, backend: str, precision: str, args):
             raise Unavailable(f"needs the PyTorch checkpoint, got {suffix}")
         import torch
 
-        from runtime.torch_backend import gopt_backend
+        from runtime.backends.torch_backend import gopt_backend
 
         device = torch_device()
         if backend == "triton":
@@ -426,7 +426,7 @@ def make_backend(model_path: Path, backend: str, precision: str, args):
                             kernel_backend="triton" if backend == "triton" else "torch",
                             compile=backend == "compile", dtype=dtype)
     if backend == "onnxruntime":
-        from runtime.ort_backend import OnnxRuntimeBackend
+        from runtime.backends.ort_backend import OnnxRuntimeBackend
 
         if precision.split(":")[0] == "bf16":
             raise Unavailable("ONNX Runtime's CPU provider has no bf16 MatMul / Gemm kernels (its bf16 fast-math GEMM "
@@ -451,7 +451,7 @@ def make_backend(model_path: Path, backend: str, precision: str, args):
             raise Unavailable("TensorRT is not installed") from None
         if suffix not in (".engine", ".plan"):
             raise Unavailable("needs an engine built with `python -m export.tensorrt`")
-        from runtime.trt_backend import TensorRTBackend
+        from runtime.backends.trt_backend import TensorRTBackend
 
         return TensorRTBackend(model_path, cuda_graph=args.cuda_graph)
     raise ValueError(f"unknown backend {backend!r}")
@@ -468,7 +468,7 @@ def openvino_backend(model_path: Path, precision: str, args):
     """OpenVINO on the fp32 export (fp32, or bf16 computed natively), on its raw-frame export,
     or on the INT8 Q/DQ model; or Unavailable with the reason."""
     openvino_available()
-    from runtime.openvino_backend import OpenVINOBackend
+    from runtime.backends.openvino_backend import OpenVINOBackend
 
     base, _, variant = precision.partition(":")
     if base == "fp16":
@@ -609,7 +609,7 @@ def run_interleaved(args, argv) -> dict:
     with it, timed in turns: each round calls every configuration once, so that the load of a
     shared machine falls on all alike. Ratios and label agreement against the checkpoint's
     PyTorch fp32 eager."""
-    from runtime.ort_backend import OnnxRuntimeBackend
+    from runtime.backends.ort_backend import OnnxRuntimeBackend
 
     env = environment(argv)
     with contextlib.suppress(OSError):
@@ -756,7 +756,7 @@ def simcmf_reference(model_path: Path, images, args) -> list[np.ndarray] | None:
     if model_path.suffix.lower() not in (".pt", ".pth"):
         return None
     from runtime.segmenter import Segmenter
-    from runtime.torch_backend import simcmf_backends
+    from runtime.backends.torch_backend import simcmf_backends
 
     seg = Segmenter.from_backends(simcmf_backends(model_path, torch_device(), base=args.base))
     H, W = images[0].shape[:2]
@@ -860,7 +860,7 @@ def reference_labels(model_path: Path, frames, args, backend) -> list[np.ndarray
         return None
 
     from runtime.segmenter import Segmenter
-    from runtime.torch_backend import gopt_backend
+    from runtime.backends.torch_backend import gopt_backend
 
     ref = gopt_backend(load_checkpoint_model(model_path, args.size), torch_device(), kernel_backend="torch")
     seg = Segmenter.from_backends({"gopt": ref})

@@ -46,8 +46,8 @@ def op_times(path: Path, runs: int, threads: int = 0) -> dict[str, float]:
     """Milliseconds per run by operator type (kernel time of every node, summed)."""
     import onnxruntime as ort
 
-    from runtime import plugin_ops
-    from runtime.ort_backend import DISABLED_OPTIMIZERS
+    from runtime.backends import plugin_ops
+    from runtime.backends.ort_backend import DISABLED_OPTIMIZERS
 
     info = read_onnx_info(path)
     feeds = random_feeds(info)

@@ -9,9 +9,9 @@ Frames come from two free-running sensors over the bundled real frames (MFNet RG
 ESANet RGB-D, by the model's modality): RGB at ``--rgb-hz``, the auxiliary sensor at
 ``--aux-hz`` (default 8.7 Hz for thermal, a FLIR core; 30 Hz for depth), each with
 ``--jitter-ms`` of timing jitter; every RGB frame pairs with the newest auxiliary frame
-(``runtime.replay.SensorRates``). ``--source`` replays a recording instead (two folders,
-two videos, an MFNet PNG folder: ``runtime.streams.open_source``) at its recorded
-timestamps (``runtime.replay.Replay``). Cameras never wait: each holds ``--buffers``
+(``runtime.sources.replay.SensorRates``). ``--source`` replays a recording instead (two folders,
+two videos, an MFNet PNG folder: ``runtime.sources.streams.open_source``) at its recorded
+timestamps (``runtime.sources.replay.Replay``). Cameras never wait: each holds ``--buffers``
 unread frames and overwrites the oldest when the pipeline falls behind.
 
 One camera: three configurations side by side, each ``--duration-s`` of capture time:
@@ -19,7 +19,7 @@ One camera: three configurations side by side, each ``--duration-s`` of capture 
 (``runtime.stream``: preprocessing overlaps inference) and ``pipelined+drop_stale``
 (the newest frame first). ``--no-pipeline`` / ``--drop-stale`` run only those.
 ``--cameras N``: N camera pairs (independent clocks) share the model, ``batched``
-(``runtime.multicamera.multi_stream``: one ``run_batch`` of the newest pending pair of
+(``runtime.sources.multicamera.multi_stream``: one ``run_batch`` of the newest pending pair of
 each camera; batch sizes reported) against ``separate`` (N Segmenters, one stream each,
 in parallel threads).
 
@@ -56,11 +56,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.latency import _json_default, environment  # noqa: E402
 from runtime import Segmenter  # noqa: E402
 from runtime.cli import ArgumentParser, check_result_outputs, count, input_file, positive, run_tool, seconds  # noqa: E402,E501
-from runtime.streams import check_inputs_exist  # noqa: E402
+from runtime.sources.streams import check_inputs_exist  # noqa: E402
 from runtime.files import atomic_path, write_text_atomic  # noqa: E402
-from runtime.multicamera import multi_stream  # noqa: E402
-from runtime.replay import Replay, SensorRates  # noqa: E402
-from runtime.streams import open_source, stream  # noqa: E402
+from runtime.sources.multicamera import multi_stream  # noqa: E402
+from runtime.sources.replay import Replay, SensorRates  # noqa: E402
+from runtime.sources.streams import open_source, stream  # noqa: E402
 
 SAMPLES = ROOT / "data" / "samples"
 DROP_REASONS = ("stale", "overrun", "no_partner", "error")

@@ -3,7 +3,7 @@
 ``torch.onnx.export`` (dynamo) keeps every ``kernels.custom_ops`` call as one node and
 translates it with the functions below into ``GoptGroupMerge`` / ``GoptPromptInject`` in the
 domain ``ai.onnx.contrib`` with ``plugin_namespace`` / ``plugin_version`` attributes (see
-``runtime.plugin_ops``). The schemas registered here let onnx's checker and onnxscript
+``runtime.backends.plugin_ops``). The schemas registered here let onnx's checker and onnxscript
 build and validate those nodes.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import onnxscript
 import torch
 from onnx.defs import OpSchema
 
-from runtime import plugin_ops
+from runtime.backends import plugin_ops
 
 _TYPES = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
 _DOCS = {plugin_ops.GROUP_MERGE: "GoPT CUP hard group merge (eq. 8-10), fused; TensorRT plugin gopt::GoptGroupMerge",

@@ -8,7 +8,7 @@ import warnings
 import onnx
 
 from runtime.metadata import META_KEY, ModelInfo
-from runtime.plugin_ops import PLUGINS
+from runtime.backends.plugin_ops import PLUGINS
 from .trt_ops import TRT10_MAX_OPSET, TRT10_RESIZE_MODES, TRT10_SUPPORTED_OPS
 
 # Ops whose inputs and outputs stay fp32 in an fp16 model: normalisation and softmax

@@ -186,7 +186,7 @@ def bundled_frames(info: ModelInfo, purpose: str = "; give calibration frames wi
 
 def source_frames(info: ModelInfo, calib: str, calib_aux: str | None, limit: int):
     """Frames from the user's source (read as ``python -m runtime`` reads them)."""
-    from runtime.streams import open_source
+    from runtime.sources.streams import open_source
 
     if info.kind == "gopt":
         source = open_source(calib, calib_aux, modality=info.config["modality"])

@@ -21,7 +21,7 @@ from torch import nn
 from runtime.files import unverified_path
 from runtime.metadata import simcmf_model_infos
 from . import parity
-from .onnx import SAMPLES, export_graph, finish, ort_session, versions
+from .exporter import SAMPLES, export_graph, finish, ort_session, versions
 from .progress import Progress
 
 

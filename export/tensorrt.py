@@ -42,11 +42,11 @@ import onnx
 
 from .cli import ArgumentParser, UsageError, output_file, run_tool
 from .progress import Progress
-from runtime import plugin_ops
+from runtime.backends import plugin_ops
 from runtime.files import atomic_path, file_sha256, write_bytes_atomic
 from runtime.metadata import ModelFileError, ModelInfo, info_from_metadata_map, warn_if_unverified
-from runtime.trt_backend import (BackendUnavailable, EngineSidecar, capability_string, cuda_device, import_cudart,
-                                 import_tensorrt, sidecar_path, write_sidecar)
+from runtime.backends.trt_backend import (BackendUnavailable, EngineSidecar, capability_string, cuda_device,
+                                          import_cudart, import_tensorrt, sidecar_path, write_sidecar)
 from . import graph
 
 DEFAULT_BATCH = (1, 1, 4)

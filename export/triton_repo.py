@@ -30,11 +30,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from runtime.backend import backend_kind
+from runtime.backends.factory import backend_kind
 from runtime.cli import ArgumentParser, count, natural, output_dir, positive, run_tool
 from runtime.files import atomic_path, write_text_atomic
 from runtime.metadata import ModelFileError, ModelInfo, read_onnx_info, warn_if_unverified
-from runtime.plugin_ops import PLUGIN_LIBRARY
+from runtime.backends.plugin_ops import PLUGIN_LIBRARY
 
 SERVING = Path(__file__).resolve().parent.parent / "serving"
 PYTHON_MODELS = {"preprocess": SERVING / "triton_preprocess.py", "postprocess": SERVING / "triton_postprocess.py"}
@@ -72,7 +72,7 @@ def read_model(path: Path) -> tuple[ModelInfo, str, int | None, int | None]:
         lo, hi = (None, None) if isinstance(dim, str) else (dim, dim)
         return info, "onnxruntime_onnx", lo, hi
     if kind == "tensorrt":
-        from runtime.trt_backend import max_batch, read_sidecar
+        from runtime.backends.trt_backend import max_batch, read_sidecar
 
         sidecar = read_sidecar(path)
         info = sidecar.model

@@ -13,7 +13,7 @@ A and B: two video files, two image folders (paired by name, or --match timestam
 images, two camera indices, or A alone: an MFNet 4-channel PNG file or folder. With --out,
 writes NAME_overlay.png (labels over the colour frame) and NAME_labels.png (the label map,
 one class index per pixel) per frame. A ROS bag (rosbag2 folder, .db3, .mcap or ROS 1
-.bag) is read with --bag and its two image topics, paired by header stamp (runtime/bags.py);
+.bag) is read with --bag and its two image topics, paired by header stamp (runtime/ros/bags.py);
 --out-bag writes the masks as a new rosbag2. Prints a line per frame and a summary: frames, fps,
 mean / p50 / p90 milliseconds per stage, dropped stale frames, and every frame that was
 not segmented (failed, or without a partner) with the reason.
@@ -57,7 +57,7 @@ from .colors import class_names, mask_overlay, overlay
 from .files import write_image_atomic
 from .progress import elapsed
 from .segmenter import Segmenter
-from .streams import STAGES, check_inputs_exist, open_source, read_image, stream, timing_summary
+from .sources.streams import STAGES, check_inputs_exist, open_source, read_image, stream, timing_summary
 
 UNTRAINED = "note: this model is marked untrained (seeded random weights); its labels mean nothing"
 
@@ -186,7 +186,7 @@ class OutputWriter:
 
 
 def open_bag_writer(args, num_classes: int):
-    from .bags import BagWriter
+    from .ros.bags import BagWriter
 
     copy = dict(copy_from=args.bag, copy_topics=(args.rgb_topic, args.aux_topic)) if args.copy_inputs else {}
     return BagWriter(args.out_bag, num_classes, args.storage, args.topic_prefix, **copy)
@@ -293,8 +293,8 @@ def replaced_note(replaced: int) -> str:
 
 def read_simcmf_image(rgb_path, aux_path, config: dict, model) -> np.ndarray:
     """The H x W x C image a SimCMF model takes: one file (e.g. an MFNet 4-channel PNG), or
-    --rgb and --aux combined as for a sensor pair (``ros_messages.simcmf_image``)."""
-    from .ros_messages import simcmf_image
+    --rgb and --aux combined as for a sensor pair (``runtime.ros.messages.simcmf_image``)."""
+    from .ros.messages import simcmf_image
 
     rgb_path = Path(rgb_path)
     if not rgb_path.is_file() or (aux_path is not None and not Path(aux_path).is_file()):
@@ -369,7 +369,7 @@ def mask_line(frame, mask: np.ndarray, iou: float, ms: float) -> str:
 def run_simcmf_bag(seg, args) -> int:
     """The same clicks on every frame pair of a bag (``bags.click_frames``): the masks to
     --out-bag (and --out), a line per frame, the summary; skipped frames as for streams."""
-    from .bags import BagPair, click_frames
+    from .ros.bags import BagPair, click_frames
 
     points, labels = click_points(args)
     skew = 20.0 if args.max_skew_ms is None else args.max_skew_ms

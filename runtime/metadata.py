@@ -107,7 +107,7 @@ class ModelInfo:
     # Q/DQ models (python -m export.quantize): how they were quantized and calibrated.
     quantization: dict | None = None
     schema: str = SCHEMA
-    # Custom nodes the graph needs (runtime.plugin_ops): TensorRT plugins of namespace "gopt"
+    # Custom nodes the graph needs (runtime.backends.plugin_ops): TensorRT plugins of namespace "gopt"
     # from libgopt_trt_plugins.so, onnxruntime-extensions ops in ONNX Runtime. Empty: standard ONNX only.
     plugins: list = field(default_factory=list)
 

@@ -4,8 +4,9 @@
     labels = seg.run(bgr, thermal)               # H x W uint8 at the frame's own size
 
 The path of a frame: ``run`` -> ``preprocess`` (resize, normalise: preprocess.py) ->
-``backend.infer`` (the model file's backend: ort_backend.py, trt_backend.py,
-torch_backend.py) -> label map resized back to the frame.
+``backend.infer`` (the model file's backend, chosen by backends/factory.py:
+backends/ort_backend.py, trt_backend.py, openvino_backend.py, torch_backend.py) -> label
+map resized back to the frame.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .backend import Backend, backend_kind, open_backend
+from .backends.base import Backend
+from .backends.factory import backend_kind, open_backend
 from .metadata import ModelFileError, warn_if_unverified
 from .outputs import check_finite, check_gopt_frame
 from .preprocess import (check_pair, check_sensor_kinds, frame_feeds, labels_to_frame, preprocess_aux,
@@ -30,7 +32,7 @@ def open_graphs(path, device=None, providers=None, backend: str | None = None, *
     if backend_kind(path, backend) == "torch":
         if not path.is_file():
             raise ValueError(f"{path}: no such file")
-        from .torch_backend import open_torch_graphs
+        from .backends.torch_backend import open_torch_graphs
 
         return open_torch_graphs(path, device, base=options.get("base"))
     first = open_backend(path, device, providers, backend, **options)

@@ -81,11 +81,11 @@ def segment_remote(url: str, protocol: str, rgb: np.ndarray, aux: np.ndarray, mo
 def read_frames(args) -> tuple[np.ndarray, np.ndarray]:
     """(BGR, aux) as OpenCV decodes them: an MFNet 4-channel PNG, or an rgb + aux image pair."""
     if args.rgb:
-        from runtime.streams import ImagePair
+        from runtime.sources.streams import ImagePair
 
         frame = next(iter(ImagePair(args.rgb, args.aux)))
         return frame.rgb, frame.aux
-    from runtime.streams import MFNetFrames
+    from runtime.sources.streams import MFNetFrames
 
     frame = next(iter(MFNetFrames(args.frame)))
     return frame.rgb, frame.aux

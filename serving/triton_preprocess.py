@@ -2,7 +2,7 @@
 
 ``python -m export.triton_repo`` copies this file to ``REPO/preprocess/1/model.py``. It runs
 inside the server's Python, which must have this project installed: frames are prepared by
-``Segmenter.prepare`` (``runtime.prepare.frame_preparer``, built from the model's metadata),
+``Segmenter.prepare`` (``runtime.batch.prepare.frame_preparer``, built from the model's metadata),
 the same code ``Segmenter.run`` uses. The settings (the model's metadata, colour order,
 depth units) come from the ``settings`` parameter of its ``config.pbtxt``.
 
@@ -16,7 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from runtime.metadata import ModelInfo
-from runtime.prepare import frame_preparer
+from runtime.batch.prepare import frame_preparer
 
 
 def load_settings(model_config: dict) -> dict:

@@ -10,8 +10,8 @@ pytest.importorskip("rosbags", reason="bags need the rosbags package (pip instal
 from rosbags.highlevel import AnyReader  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
-from runtime.bag_stamps import cdr_stamp, header_stamp, ros1_stamp, stamp_ns  # noqa: E402
-from runtime.bags import BagPair  # noqa: E402
+from runtime.ros.stamps import cdr_stamp, header_stamp, ros1_stamp, stamp_ns  # noqa: E402
+from runtime.ros.bags import BagPair  # noqa: E402
 from test_bags import AUX_TOPIC, RGB_TOPIC, mfnet_frames, rgbt_streams, schedule, write_bag  # noqa: E402
 
 STAMPS = [0, 999_999_999, 1_700_000_000 * 10**9 + 123_456_789, (2**31 - 1) * 10**9 + 1]

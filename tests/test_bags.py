@@ -17,10 +17,10 @@ from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
 from runtime import Segmenter  # noqa: E402
 from runtime.__main__ import main  # noqa: E402
-from runtime.bags import BagPair, BagWriter, pair_by_stamp, stamp_text  # noqa: E402
+from runtime.ros.bags import BagPair, BagWriter, pair_by_stamp, stamp_text  # noqa: E402
 from runtime.preprocess import overlay  # noqa: E402
-from runtime.ros_messages import compressed_fields, compressed_to_numpy, image_fields, image_to_numpy  # noqa: E402
-from runtime.streams import FrameFailure, Unmatched, open_source, stream  # noqa: E402
+from runtime.ros.messages import compressed_fields, compressed_to_numpy, image_fields, image_to_numpy  # noqa: E402
+from runtime.sources.streams import FrameFailure, Unmatched, open_source, stream  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")
@@ -391,8 +391,8 @@ def test_simcmf_clicks_on_a_bag(tmp_path):
     torch = pytest.importorskip("torch")
     from test_simcmf import tiny_model
 
-    from runtime.bags import click_frames
-    from runtime.torch_backend import simcmf_backends
+    from runtime.ros.bags import click_frames
+    from runtime.backends.torch_backend import simcmf_backends
 
     seg = Segmenter.from_backends(simcmf_backends(tiny_model(modality="rgbt"), torch.device("cpu")))
     rgb, aux = schedule(4, seconds=0.5)

@@ -21,7 +21,8 @@ from factories import tiny_gopt  # noqa: E402
 from export.onnx import parse_args, run  # noqa: E402
 from models import save_gopt  # noqa: E402
 from runtime import Segmenter  # noqa: E402
-from runtime.batch import list_shards, main, segment_recording, worker_resources  # noqa: E402
+from runtime.batch.__main__ import main  # noqa: E402
+from runtime.batch.job import list_shards, segment_recording, worker_resources  # noqa: E402
 from test_streams import within  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -221,7 +222,7 @@ def test_shards_and_bad_arguments(tmp_path, recording):
         list_shards(rgb=tmp_path / "missing")
     with pytest.raises(ValueError, match="not both"):
         list_shards(rgb=recording, bag=tmp_path)
-    with pytest.raises(ValueError, match="bag"):  # no bag source in runtime.streams, or no bag in the folder
+    with pytest.raises(ValueError, match="bag"):  # no bag source in runtime.sources.streams, or no bag in the folder
         list_shards(bag=tmp_path)
     assert main(["model.onnx", "--out", str(tmp_path)]) == 2  # no frames given: one line
 
@@ -282,7 +283,7 @@ def test_interrupt_writes_the_index_of_the_frames_done(model, recording, tmp_pat
 
 
 def test_video_folders_one_shard_per_video_pair(local_ray, model, tmp_path):
-    from runtime.streams import VideoPair
+    from runtime.sources.streams import VideoPair
 
     rgb, aux = tmp_path / "rgb", tmp_path / "thermal"
     rgb.mkdir(), aux.mkdir()
@@ -322,7 +323,7 @@ def test_bag_one_shard(local_ray, model, tmp_path):
     report = within(RUN_LIMIT_S, lambda: segment_recording(model, out, bag=bag, rgb_topic=RGB_TOPIC,
                                                            aux_topic=AUX_TOPIC, workers=2, batch_size=2))
     seg = Segmenter(model)
-    from runtime.streams import open_source
+    from runtime.sources.streams import open_source
 
     source = open_source(bag=bag, rgb_topic=RGB_TOPIC, aux_topic=AUX_TOPIC)
     names = []

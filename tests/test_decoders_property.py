@@ -22,7 +22,7 @@ hypothesis = pytest.importorskip("hypothesis", reason="property tests need hypot
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from runtime.metadata import KINDS, ModelFileError, ModelInfo, gopt_model_info, simcmf_model_infos  # noqa: E402
-from runtime.ros_messages import (ENCODINGS, compressed_fields, compressed_to_numpy, image_fields,  # noqa: E402
+from runtime.ros.messages import (ENCODINGS, compressed_fields, compressed_to_numpy, image_fields,  # noqa: E402
                                   image_to_numpy)
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
@@ -148,7 +148,7 @@ def test_valid_compressed_images_decode_to_their_frame():
 rosbags = pytest.importorskip("rosbags", reason="serialised messages need rosbags (pip install -e '.[ros]')")
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
-from runtime.bag_stamps import NS, cdr_stamp, header_stamp, ros1_stamp  # noqa: E402
+from runtime.ros.stamps import NS, cdr_stamp, header_stamp, ros1_stamp  # noqa: E402
 
 ROS2, ROS1 = get_typestore(Stores.ROS2_HUMBLE), get_typestore(Stores.ROS1_NOETIC)
 TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -300,7 +300,7 @@ SIDECAR = {"format": "mmseg-deploy-engine/1", "tensorrt": "10.3.0", "gpu": "Orin
 
 
 def check_sidecar(text: str):
-    from runtime.trt_backend import EngineSidecar, max_batch
+    from runtime.backends.trt_backend import EngineSidecar, max_batch
 
     try:
         sidecar = EngineSidecar.from_json(text, "m.engine.json")

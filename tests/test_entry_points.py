@@ -311,7 +311,7 @@ ROWS = [
     Row("-m export.triton_repo", "export.triton_repo", export_triton_repo),
     Row("-m kernels.aot", "kernels.aot", kernels_aot),
     Row("-m runtime", "runtime.__main__", runtime_main),
-    Row("-m runtime.batch", "runtime.batch", runtime_batch),
+    Row("-m runtime.batch", "runtime.batch.__main__", runtime_batch),
     Row("benchmarks/latency.py", "benchmarks.latency", benchmarks_latency),
     Row("benchmarks/streams.py", "benchmarks.streams", benchmarks_streams),
     Row("-m benchmarks.accuracy", "benchmarks.accuracy", benchmarks_accuracy),

@@ -18,7 +18,7 @@ from export.trt_ops import TRT10_SUPPORTED_OPS
 from models.simcmf_checkpoint import save_simcmf
 from runtime import Segmenter
 from runtime.metadata import read_onnx_info
-from runtime.torch_backend import simcmf_backends
+from runtime.backends.torch_backend import simcmf_backends
 from test_simcmf import tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

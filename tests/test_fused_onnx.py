@@ -13,9 +13,9 @@ from export.fused_onnx import fused_nodes
 from export.onnx import check_gopt, parse_args, run
 from export.progress import Progress
 from models import save_gopt
-from runtime import plugin_ops
+from runtime.backends import plugin_ops
 from runtime.metadata import read_onnx_info
-from runtime.ort_backend import OnnxRuntimeBackend
+from runtime.backends.ort_backend import OnnxRuntimeBackend
 
 
 def tiny(modality="thermal"):

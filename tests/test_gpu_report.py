@@ -552,13 +552,14 @@ def report_imports() -> set[str]:
 
 # each asked for inside a try, the missing one is a row (latency.py's OpenVINO backend, which
 # the report does not use, too)
-OPTIONAL = {"tensorrt", "onnxruntime", "openvino", "runtime.openvino_backend"}
+OPTIONAL = {"tensorrt", "onnxruntime", "openvino", "runtime.backends.openvino_backend"}
 # what the stages reach inside functions of those modules (latency.py's backends, the C
 # library, the demo checkpoints, the Segmenter of the streams)
 REACHED = {"kernels.group_merge_triton", "kernels.prompt_inject_triton", "kernels.reference", "kernels.tiles",
            "kernels.native", "kernels.aot", "models.checkpoint", "models.demo_checkpoint", "models.demo_simcmf",
-           "models.gopt", "models.simcmf", "runtime.segmenter", "runtime.torch_backend", "runtime.ort_backend",
-           "runtime.multicamera", "runtime.replay", "runtime.streams", "runtime.metadata", "triton.testing",
+           "models.gopt", "models.simcmf", "runtime.segmenter", "runtime.backends.torch_backend",
+           "runtime.backends.ort_backend", "runtime.sources.multicamera", "runtime.sources.replay",
+           "runtime.sources.streams", "runtime.metadata", "triton.testing",
            "torch._dynamo", "torch.nn.functional", "matplotlib.pyplot"}
 
 

@@ -1,4 +1,4 @@
-"""runtime.multicamera: one Segmenter, several cameras, one batch per inference call."""
+"""runtime.sources.multicamera: one Segmenter, several cameras, one batch per inference call."""
 import os
 import threading
 import time
@@ -12,8 +12,8 @@ from export.onnx import parse_args, run as export
 from factories import tiny_gopt
 from models import save_gopt
 from runtime import Segmenter
-from runtime.multicamera import _Camera, _Pending, _pick, batch_capacity, multi_stream
-from runtime.streams import FramePair
+from runtime.sources.multicamera import _Camera, _Pending, _pick, batch_capacity, multi_stream
+from runtime.sources.streams import FramePair
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

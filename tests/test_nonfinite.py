@@ -12,7 +12,7 @@ from export.simcmf_onnx import export_simcmf
 from models import save_gopt
 from runtime import NonFiniteOutputError, Segmenter
 from runtime.metadata import META_KEY, ModelInfo
-from runtime.torch_backend import gopt_backend, simcmf_backends
+from runtime.backends.torch_backend import gopt_backend, simcmf_backends
 from test_simcmf import tiny_model
 
 

@@ -22,7 +22,7 @@ from export.progress import Progress  # noqa: E402
 from export.quantize import run as quantize  # noqa: E402
 from runtime import ModelFileError, Segmenter  # noqa: E402
 from runtime.metadata import read_onnx_info  # noqa: E402
-from runtime.openvino_backend import OpenVINOBackend, default_cache_dir  # noqa: E402
+from runtime.backends.openvino_backend import OpenVINOBackend, default_cache_dir  # noqa: E402
 from test_quantize import SIZE, well_conditioned_gopt  # noqa: E402
 
 

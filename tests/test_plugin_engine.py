@@ -16,9 +16,9 @@ import factories
 from export.onnx import parse_args as onnx_args, run as onnx_run
 from export.tensorrt import UsageError, builder_settings, make_plan, parse_args, run, sidecar_for
 from models import save_gopt
-from runtime import plugin_ops
+from runtime.backends import plugin_ops
 from runtime.metadata import ModelFileError
-from runtime.trt_backend import TensorRTBackend, engine_plugin_library, read_sidecar, write_sidecar
+from runtime.backends.trt_backend import TensorRTBackend, engine_plugin_library, read_sidecar, write_sidecar
 from simulated.environment import trt_env  # noqa: F401  (the fixture)
 
 

@@ -167,7 +167,7 @@ def test_linear_layers_run_as_integer_kernels_in_onnx_runtime(quantized, tmp_pat
     import onnxruntime as ort
 
     from export.quantize import gemms_as_matmuls
-    from runtime.ort_backend import DISABLED_OPTIMIZERS
+    from runtime.backends.ort_backend import DISABLED_OPTIMIZERS
 
     fp32, int8 = quantized
     assert any(n.op_type == "Gemm" for n in onnx.load(str(fp32)).graph.node)
@@ -193,7 +193,7 @@ def test_int8_model_on_the_tensorrt_path(quantized, trt_env, tmp_path):
     """The Q/DQ model builds as it is (strongly typed: its Q/DQ nodes set the precision) into an
     INT8 engine whose labels are ONNX Runtime's on the same model (simulated: the same graph)."""
     from export.tensorrt import run as build
-    from runtime.trt_backend import read_sidecar
+    from runtime.backends.trt_backend import read_sidecar
 
     _, int8 = quantized
     engine = tmp_path / "tiny.int8.engine"
@@ -222,7 +222,7 @@ def test_dynamic_int8_runs_integer_matmuls_in_onnx_runtime(dynamic, tmp_path):
     """Every linear layer (the batch-1 export's Gemms, rewritten to MatMul + Add) is an integer
     MatMul fused with its activation quantization and its bias; nothing runs as an fp32 Gemm.
     The runtime's session option (MatMulAddFusion off, for the Q/DQ models) changes nothing here."""
-    from runtime.ort_backend import DISABLED_OPTIMIZERS
+    from runtime.backends.ort_backend import DISABLED_OPTIMIZERS
 
     fp32, int8 = dynamic
     gemms = sum(n.op_type == "Gemm" for n in onnx.load(str(fp32)).graph.node)

@@ -1,9 +1,9 @@
-"""runtime.replay: frames due on a clock, sensor-buffer overruns, pairing of two sensor rates."""
+"""runtime.sources.replay: frames due on a clock, sensor-buffer overruns, pairing of two sensor rates."""
 import numpy as np
 import pytest
 
-from runtime.replay import Replay, SensorRates
-from runtime.streams import FramePair
+from runtime.sources.replay import Replay, SensorRates
+from runtime.sources.streams import FramePair
 
 
 class FakeClock:

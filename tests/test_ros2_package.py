@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from runtime.ros_messages import simcmf_image
+from runtime.ros.messages import simcmf_image
 
 ROS2 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ros2")
 NODE = os.path.join(ROS2, "mmseg_ros", "segmenter_node.py")
@@ -31,7 +31,7 @@ def literal_dict(tree, name):
 def test_node_calls_only_runtime_functions_that_exist():
     imported = [(n.module, a.name) for n in ast.walk(parse(NODE)) if isinstance(n, ast.ImportFrom)
                 and n.module and n.module.startswith("runtime") for a in n.names]
-    assert ("runtime.ros_worker", "SegmentWorker") in imported and ("runtime", "Segmenter") in imported
+    assert ("runtime.ros.worker", "SegmentWorker") in imported and ("runtime", "Segmenter") in imported
     for module, name in imported:
         assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
 

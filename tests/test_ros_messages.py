@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.ros_messages import (ENCODINGS, aux_frame, compressed_fields, compressed_to_numpy, image_fields,
+from runtime.ros.messages import (ENCODINGS, aux_frame, compressed_fields, compressed_to_numpy, image_fields,
                                   image_to_numpy, message_to_numpy, rgb_frame)
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "samples")

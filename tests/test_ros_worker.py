@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from runtime.ros_worker import SegmentWorker
+from runtime.ros.worker import SegmentWorker
 
 
 def collect():

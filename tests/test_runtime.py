@@ -12,7 +12,7 @@ from factories import tiny_gopt
 from export.onnx import parse_args, run
 from models import save_gopt
 from runtime import ModelFileError, Segmenter
-from runtime.backend import check_feeds
+from runtime.backends.base import check_feeds
 from runtime.metadata import TensorSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -282,7 +282,7 @@ def test_plugin_libraries_and_plugin_nodes(version, tmp_path):
 
 def test_the_gpu_run_says_what_is_missing():
     """The real-TensorRT run of every TensorRT test skips with what this machine lacks."""
-    from runtime.trt_backend import BackendUnavailable, cuda_device, import_cudart, import_tensorrt
+    from runtime.backends.trt_backend import BackendUnavailable, cuda_device, import_cudart, import_tensorrt
     from simulated.environment import real_or_skip
     try:
         import_tensorrt()

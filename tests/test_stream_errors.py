@@ -8,7 +8,7 @@ import pytest
 
 from runtime import Segmenter
 from runtime_cli import cli
-from runtime.streams import FolderPair, VideoPair, open_source, stream
+from runtime.sources.streams import FolderPair, VideoPair, open_source, stream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from runtime import Segmenter
-from runtime.streams import (CameraPair, FolderPair, FramePair, ImagePair, MFNetFrames, VideoPair, open_source,
-                             stem_time, stream, timing_summary)
+from runtime.sources.streams import (CameraPair, FolderPair, FramePair, ImagePair, MFNetFrames, VideoPair, open_source,
+                                     stem_time, stream, timing_summary)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")

@@ -21,11 +21,12 @@ from export.graph import set_metadata
 from export.progress import Progress
 from export.tensorrt import (builder_settings, default_engine_path, make_plan, parse_args, profiles_from_info, run,
                              sidecar_for, write_half_onnx)
-from runtime.backend import open_backend
+from runtime.backends.factory import open_backend
 from runtime.metadata import ModelFileError, ModelInfo, TensorSpec, gopt_model_info, read_onnx_info
-from runtime.trt_backend import (TENSORRT_MISSING, tensorrt_version_supported, BackendUnavailable, EngineSidecar, TensorRTBackend,
-                                 check_profile_shapes, check_sidecar, cuda_device, import_cudart, import_tensorrt,
-                                 max_batch, read_engine, read_sidecar, sidecar_path, write_sidecar)
+from runtime.backends.trt_backend import (TENSORRT_MISSING, tensorrt_version_supported, BackendUnavailable,
+                                          EngineSidecar, TensorRTBackend, check_profile_shapes, check_sidecar,
+                                          cuda_device, import_cudart, import_tensorrt, max_batch, read_engine,
+                                          read_sidecar, sidecar_path, write_sidecar)
 from simulated.environment import trt_env  # noqa: F401  (the fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,7 +140,7 @@ def test_without_tensorrt_or_gpu_the_build_says_which(tmp_path):
 
 
 def test_importing_the_tensorrt_modules_needs_no_torch():
-    code = ("import sys, runtime.trt_backend, export.tensorrt; "
+    code = ("import sys, runtime.backends.trt_backend, export.tensorrt; "
             "print(sorted(m for m in ('torch', 'tensorrt', 'cuda') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

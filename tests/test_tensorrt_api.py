@@ -37,7 +37,7 @@ RECEIVERS = {
 }
 # Names the lists do not hold, with the reason; still names the project relies on.
 NOT_LISTED = {
-    "__version__": "set by the tensorrt package (the project checks it: runtime/trt_backend.py)",
+    "__version__": "set by the tensorrt package (the project checks it: runtime/backends/trt_backend.py)",
     "nptype": "added by the tensorrt Python package itself (tensorrt/__init__.py)",
     "Logger.WARNING": "ILogger.Severity's values, exported onto Logger; nested enums are not in the lists",
 }

@@ -15,8 +15,8 @@ import pytest
 
 from runtime import Segmenter
 from runtime.metadata import ModelFileError
-from runtime.trt_backend import (BackendUnavailable, TensorRTBackend, cuda_device, import_cudart, read_sidecar,
-                                 sidecar_path)
+from runtime.backends.trt_backend import (BackendUnavailable, TensorRTBackend, cuda_device, import_cudart, read_sidecar,
+                                          sidecar_path)
 from simulated.environment import install, trt_env  # noqa: F401  (the fixture)
 from test_tensorrt import H, W, build_engine, tiny_gopt_onnx
 

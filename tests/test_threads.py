@@ -9,7 +9,7 @@ from factories import tiny_gopt
 from export.progress import Progress
 from export.simcmf_onnx import export_simcmf
 from runtime import Segmenter
-from runtime.torch_backend import gopt_backend
+from runtime.backends.torch_backend import gopt_backend
 from test_simcmf import tiny_model
 
 THREADS, CALLS = 4, 200

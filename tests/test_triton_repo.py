@@ -121,7 +121,7 @@ def _engine(models, tmp_path, profile_batches, plugins=()):
     reads only the sidecar (the engine's bytes are not parsed here), so the file is a placeholder."""
     import hashlib
 
-    from runtime.trt_backend import EngineSidecar, write_sidecar
+    from runtime.backends.trt_backend import EngineSidecar, write_sidecar
 
     info = dataclasses.replace(read_onnx_info(models / "dynamic.onnx"), plugins=list(plugins))
     lo, opt, hi = profile_batches

@@ -1,7 +1,7 @@
 // GoptGroupMerge (namespace gopt, version 1): GoPT's CUP hard group merge (eq. 8-10) as a
 // TensorRT IPluginV3, running libgopt_kernels' gopt_group_merge on TensorRT's stream.
 //
-// Inputs (the fused ONNX node's, see runtime/plugin_ops.py): a' [B, S, d], c' [B, C, d],
+// Inputs (the fused ONNX node's, see runtime/backends/plugin_ops.py): a' [B, S, d], c' [B, C, d],
 // q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b ([d, d] / [d]); output P [B, C, d].
 #include "common.h"
 

@@ -2,7 +2,7 @@
 // injection (eq. 11-14, 3) as a TensorRT IPluginV3, running libgopt_kernels'
 // gopt_prompt_inject on TensorRT's stream.
 //
-// Inputs (the fused ONNX node's, see runtime/plugin_ops.py): f [B, S, D], P [B, C, d],
+// Inputs (the fused ONNX node's, see runtime/backends/plugin_ops.py): f [B, S, D], P [B, C, d],
 // down_w [d, D], down_b [d], q/k/v/o weights [d, d] and biases [d], up_w [D, d], up_b [D];
 // output f * (1 + up(p)) [B, S, D].
 #include "common.h"

@@ -1,8 +1,8 @@
 """ROS 2 node ``segmenter``: two camera topics in, segmentation masks out.
 
 A thin shell over tested functions of the ``runtime`` package: message conversions
-(``runtime.ros_messages``), the worker thread with its bounded, oldest-dropping queue and
-statistics (``runtime.ros_worker``), and ``runtime.Segmenter``. rclpy, message_filters and
+(``runtime.ros.messages``), the worker thread with its bounded, oldest-dropping queue and
+statistics (``runtime.ros.worker``), and ``runtime.Segmenter``. rclpy, message_filters and
 the message packages come from a ROS 2 (Humble / Jazzy) installation.
 
 Subscribes ``rgb_topic`` and ``aux_topic`` (``sensor_msgs/msg/Image``, or ``CompressedImage``
@@ -34,8 +34,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from runtime import Segmenter
-from runtime.ros_messages import frame_pair, image_fields, mask_images, simcmf_image
-from runtime.ros_worker import SegmentWorker
+from runtime.ros.messages import frame_pair, image_fields, mask_images, simcmf_image
+from runtime.ros.worker import SegmentWorker
 
 PARAMETERS = {
     "model": "",  # .onnx / .engine / .plan / .pt

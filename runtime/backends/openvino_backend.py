@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import Backend, check_feeds
-from .graph_check import check_model
-from .metadata import ModelFileError, TensorSpec, read_onnx_info
+from ..graph_check import check_model
+from ..metadata import ModelFileError, TensorSpec, read_onnx_info
+from .base import Backend, check_feeds
 
 PRECISIONS = {None: "f32", "fp32": "f32", "bf16": "bf16"}  # the backend's names -> OpenVINO's hint
 

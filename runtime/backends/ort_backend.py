@@ -6,10 +6,10 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+from ..graph_check import check_model, ort_specs
+from ..metadata import ModelFileError, info_from_metadata_map
 from . import plugin_ops
-from .backend import Backend, check_feeds
-from .graph_check import check_model, ort_specs
-from .metadata import ModelFileError, info_from_metadata_map
+from .base import Backend, check_feeds
 
 
 # MatMulAddFusion turns a 2-D MatMul + Add into Gemm before the Q/DQ kernels are chosen: in an

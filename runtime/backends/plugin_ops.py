@@ -23,7 +23,7 @@ import os
 import threading
 from pathlib import Path
 
-from .files import file_sha256
+from ..files import file_sha256
 
 DOMAIN = "ai.onnx.contrib"
 NAMESPACE = "gopt"

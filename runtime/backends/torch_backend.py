@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .backend import Backend, check_feeds
-from .graph_check import check_model
-from .metadata import gopt_model_info, simcmf_model_infos
+from ..graph_check import check_model
+from ..metadata import gopt_model_info, simcmf_model_infos
+from .base import Backend, check_feeds
 
 
 def torch_device(device: str | None) -> torch.device:

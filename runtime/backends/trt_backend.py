@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import Backend, check_feeds
+from ..files import file_sha256, write_text_atomic
+from ..graph_check import check_model
+from ..metadata import ModelFileError, ModelInfo, TensorSpec
 from . import plugin_ops
-from .files import file_sha256, write_text_atomic
-from .graph_check import check_model
-from .metadata import ModelFileError, ModelInfo, TensorSpec
+from .base import Backend, check_feeds
 
 SIDECAR_FORMAT = "mmseg-deploy-engine/1"
 TENSORRT_MISSING = "TensorRT is not installed (pip install 'tensorrt>=10.3,<12' on a machine with an NVIDIA GPU)"

@@ -1,14 +1,12 @@
 """Offline segmentation of recorded frames with Ray Data, on one machine or a cluster.
 
-    python -m runtime.batch gopt_rgbt.onnx --rgb recordings/rgb --aux recordings/thermal --out seg/
-    python -m runtime.batch gopt_rgbt.engine --rgb mfnet_pngs/ --out seg/ --address auto --gpus-per-worker 1
-
-The pipeline (``ray.data``):
+``python -m runtime.batch`` (``__main__.py``) runs it; ``segment_recording`` is the same job
+from Python, on the Ray cluster the caller is connected to. The pipeline (``ray.data``):
 
 1. the driver lists the recording and cuts it into shards by file (an image pair, an MFNet
    4-channel PNG, a pair of videos, a bag); frames whose label map already exists are left out;
-2. CPU tasks open each shard with the sources of ``runtime.streams``, decode its frames and
-   preprocess them (``Segmenter.prepare``, through ``runtime.prepare.frame_preparer``); a frame
+2. CPU tasks open each shard with the sources of ``runtime.sources.streams``, decode its frames and
+   preprocess them (``Segmenter.prepare``, through ``runtime.batch.prepare.frame_preparer``); a frame
    that cannot be read or preprocessed becomes a "skipped" row with the reason;
 3. ``map_batches`` with ``SegmentFrames``, a callable class holding one ``Segmenter`` per actor
    (a GPU each on a GPU cluster), runs inference and writes ``labels/NAME.png`` atomically;
@@ -29,21 +27,17 @@ same command resumes).
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .cli import ArgumentParser, count, interrupt_code, output_dir, positive, run_tool, seconds, \
-    sigterm_as_interrupt, signals_deferred
-from .files import atomic_path, write_image_atomic
-from .streams import IMAGE_EXTS, FolderPair, _natural_key, check_unique_names, list_images, open_source
+from ..cli import interrupt_code, signals_deferred
+from ..files import atomic_path, write_image_atomic
+from ..sources.streams import IMAGE_EXTS, FolderPair, _natural_key, check_unique_names, list_images, open_source
 
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm")
 INDEX_COLUMNS = ("frame", "source_index", "rgb_file", "aux_file", "timestamp_ms", "status", "reason",
@@ -61,8 +55,8 @@ def _install_hint() -> str:
 def model_info(path):
     """The metadata of an exported GoPT model (ONNX file or TensorRT engine + sidecar), read
     without opening a session, so that a CPU-only driver can plan a GPU cluster's job."""
-    from .backend import backend_kind
-    from .metadata import read_onnx_info, warn_if_unverified
+    from ..backends.factory import backend_kind
+    from ..metadata import read_onnx_info, warn_if_unverified
 
     kind = backend_kind(path)
     if kind == "torch":
@@ -71,7 +65,7 @@ def model_info(path):
     if kind == "onnxruntime":
         info = read_onnx_info(path)
     else:
-        from .trt_backend import read_sidecar
+        from ..backends.trt_backend import read_sidecar
 
         info = read_sidecar(path).model
     if info.kind != "gopt":
@@ -130,7 +124,7 @@ def _bags(path: Path) -> list[Path]:
 
 def check_bag_support() -> None:
     if "bag" not in inspect.signature(open_source).parameters:
-        raise ValueError("reading bags needs runtime.streams bag sources (open_source(bag=...)), "
+        raise ValueError("reading bags needs runtime.sources.streams bag sources (open_source(bag=...)), "
                          "which this version of the project does not have; convert the bag to image folders")
 
 
@@ -185,7 +179,7 @@ def _video_shards(rgb: Path, aux: Path) -> Shards:
 
 
 def open_shard(shard: Shard, modality: str, resize_aux: bool, rgb_topic=None, aux_topic=None):
-    """The ``runtime.streams`` source for one shard."""
+    """The ``runtime.sources.streams`` source for one shard."""
     if shard.bag is None:
         return open_source(shard.rgb, shard.aux, modality=modality, resize_aux=resize_aux)
     check_bag_support()
@@ -277,7 +271,7 @@ class SegmentFrames:
 
     def __init__(self, model: str, out: str, overwrite: bool, run_started: float, device: str | None = None,
                  threads: int | None = None):
-        from .segmenter import Segmenter
+        from ..segmenter import Segmenter
 
         options = {"threads": threads} if threads and model.lower().endswith(".onnx") else {}
         self.segmenter = Segmenter(model, device=device, **options)
@@ -292,7 +286,7 @@ class SegmentFrames:
         return mtime >= self.run_started or not self.overwrite
 
     def __call__(self, batch: dict) -> dict:
-        from .segmenter import Prepared
+        from ..segmenter import Prepared
 
         n = len(batch["frame"])
         ok = [i for i in range(n) if batch["status"][i] == "ok"]
@@ -475,86 +469,3 @@ def _run(info, model, out, shards, workers, gpus_per_worker, batch_size, overwri
         **resources)  # Ray Data restarts a dead actor and retries its batch (max_restarts=-1 by default)
     for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
         rows.extend(batch.to_dict("records"))
-
-
-# ---- command line --------------------------------------------------------------------------
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = ArgumentParser(prog="python -m runtime.batch", description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="exported GoPT model: .onnx, or .engine / .plan with its .json sidecar")
-    p.add_argument("--rgb", help="RGB frames: a folder of images or videos, an image, a video; or a folder / file "
-                                 "of MFNet 4-channel PNGs (BGR + thermal) without --aux")
-    p.add_argument("--aux", help="auxiliary frames (thermal / depth / ...) paired with --rgb by file name")
-    p.add_argument("--bag", help="a ROS bag (or a folder of bags) instead of --rgb / --aux")
-    p.add_argument("--rgb-topic", help="the RGB image topic in --bag")
-    p.add_argument("--aux-topic", help="the auxiliary image topic in --bag")
-    p.add_argument("--out", required=True, help="output folder: labels/NAME.png and index.parquet (resumed when it "
-                                                "exists: frames whose label map exists are skipped)")
-    p.add_argument("--workers", type=count, default=None,
-                   help="inference actors (default: one per GPU with --gpus-per-worker, else 1)")
-    p.add_argument("--gpus-per-worker", type=seconds, default=None, metavar="GPUS",
-                   help="GPUs each actor reserves (default: 1 when the cluster has GPUs, else 0: CPU)")
-    p.add_argument("--batch-size", type=count, default=8, help="frames per inference call")
-    p.add_argument("--threads", type=count, default=None,
-                   help="ONNX Runtime CPU threads per actor (default: the CPUs the actor reserves)")
-    p.add_argument("--address", default=None, help="Ray cluster address ('auto': the cluster this node belongs to); "
-                                                   "default: a local Ray on this machine")
-    p.add_argument("--overwrite", action="store_true", help="segment frames whose label map exists again")
-    p.add_argument("--match", choices=("name", "timestamp"), default="name",
-                   help="pairing of two image folders: by file name or by the timestamp in the names")
-    p.add_argument("--color-order", choices=("bgr", "rgb"), default="bgr")
-    p.add_argument("--depth-units", type=positive, default=None,
-                   help="metres per count of uint16 depth frames (default: the model's, else 0.001)")
-    p.add_argument("--resize-aux", action="store_true", help="accept aux frames of another size than the RGB frames")
-    args = p.parse_args(argv)
-    if args.bag and not (args.rgb_topic and args.aux_topic):
-        p.error("--bag needs --rgb-topic and --aux-topic")
-    if not args.bag and not args.rgb:
-        p.error("pass --rgb (and --aux) or --bag")
-    return args
-
-
-def run(args) -> int:
-    """The command: the model, the inputs and the output folder are checked before Ray starts."""
-    model_info(args.model)
-    list_shards(args.rgb, args.aux, args.bag, args.match)
-    output_dir(args.out)
-    try:
-        import ray
-    except ImportError:
-        raise ValueError(_install_hint()) from None
-    connected = ray.is_initialized()
-    if not connected:
-        ray.init(address=args.address, include_dashboard=False if args.address is None else None,
-                 log_to_driver=False)
-    try:
-        with sigterm_as_interrupt():  # ray.init installs its own SIGTERM handler (sys.exit)
-            gpus = ray.cluster_resources().get("GPU", 0.0)
-            gpus_per_worker = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if gpus else 0.0)
-            workers = args.workers or (max(1, int(gpus // gpus_per_worker)) if gpus_per_worker else 1)
-            report = segment_recording(args.model, args.out, args.rgb, args.aux, args.bag, args.rgb_topic,
-                                       args.aux_topic, workers, gpus_per_worker, args.batch_size, args.overwrite,
-                                       args.match, args.color_order, args.depth_units, args.resize_aux, args.threads)
-        code = 0
-    except KeyboardInterrupt as e:
-        if not hasattr(e, "report"):
-            raise
-        report, code = e.report, interrupt_code(e)
-        print("interrupted: the index lists the frames done; the same command resumes", file=sys.stderr)
-    finally:
-        if not connected:
-            ray.shutdown()
-    print(f"{report.segmented} frames segmented, {report.skipped} skipped, {report.unpaired} without a partner "
-          f"(see index.parquet), {report.existing} already done; {report.fps:.1f} frames/s over "
-          f"{report.seconds:.1f} s -> {args.out}")
-    return code
-
-
-def main(argv=None) -> int:
-    return run_tool(run, parse_args, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

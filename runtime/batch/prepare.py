@@ -7,9 +7,9 @@ the tensors ``Segmenter.run`` would feed the graph.
 """
 from __future__ import annotations
 
-from .backend import Backend
-from .metadata import ModelInfo
-from .segmenter import Segmenter
+from ..backends.base import Backend
+from ..metadata import ModelInfo
+from ..segmenter import Segmenter
 
 
 def frame_preparer(info: ModelInfo, color_order: str = "bgr", resize_aux: bool = False,

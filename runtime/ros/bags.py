@@ -1,8 +1,8 @@
 """Recorded robot data in and out: ROS bags through the ``rosbags`` library (pure Python,
 ``pip install -e ".[ros]"``; no ROS installation).
 
-    from runtime.streams import open_source, stream
-    from runtime.bags import BagWriter
+    from runtime import open_source, stream
+    from runtime.ros.bags import BagWriter
 
     source = open_source(bag="run.mcap", rgb_topic="/cam/image_raw", aux_topic="/flir/image_raw")
     with BagWriter("run_seg", storage="mcap", topic_prefix="gopt", num_classes=9) as out:
@@ -31,10 +31,10 @@ from typing import Iterator
 
 import numpy as np
 
-from .files import atomic_dir
-from .bag_stamps import header_stamp, stamp_text
-from .ros_messages import image_fields, mask_images, model_aux, rgb_frame, simcmf_image
-from .streams import FramePair, FrameFailure, Unmatched, _aux_channels, check_sizes, one_line
+from ..files import atomic_dir
+from ..sources.frames import FrameFailure, FramePair, Unmatched, aux_channels, check_sizes, one_line
+from .messages import image_fields, mask_images, model_aux, rgb_frame, simcmf_image
+from .stamps import header_stamp, stamp_text
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STORAGES = ("mcap", "sqlite3")
@@ -116,14 +116,14 @@ def damaged(conn, raw, error: Exception) -> str:
 class BagPair:
     """RGB and auxiliary image messages from one bag, paired by header stamp within
     ``max_skew_ms``. ``modality`` None: auxiliary frames as they came (for SimCMF's
-    ``ros_messages.simcmf_image``). Messages without a partner, or whose header cannot be
-    read, are not segmented: they are listed in ``unmatched`` as ``streams.Unmatched``
+    ``messages.simcmf_image``). Messages without a partner, or whose header cannot be
+    read, are not segmented: they are listed in ``unmatched`` as ``Unmatched``
     ("TOPIC @ STAMP" and why), and ``skipped`` counts the RGB ones. A pair with a message
     that cannot be decoded (sizes that do not add up, an unsupported encoding, a truncated
-    message) is yielded as a ``streams.FrameFailure`` naming the message, and reading goes on.
+    message) is yielded as a ``FrameFailure`` naming the message, and reading goes on.
 
     Reading is two passes over the two topics: header stamps first (to pair; read in place,
-    ``bag_stamps``), then images, decoded only for pairs; memory holds at most the images
+    ``stamps.py``), then images, decoded only for pairs; memory holds at most the images
     between a pair's two parts."""
 
     def __init__(self, path, rgb_topic: str, aux_topic: str, max_skew_ms: float = 20.0, modality: str | None = "thermal",
@@ -132,7 +132,7 @@ class BagPair:
             raise ValueError(f"max_skew_ms must be >= 0, got {max_skew_ms}")
         self.path, self.topics = Path(path), (rgb_topic, aux_topic)
         if modality is not None:
-            _aux_channels(modality)  # an unknown modality fails before the bag is read
+            aux_channels(modality)  # an unknown modality fails before the bag is read
         self.modality, self.resize_aux = modality, resize_aux
         self.reader = open_reader(path)
         try:

@@ -229,7 +229,7 @@ def frame_pair(rgb_msg, aux_msg, modality: str | None = "thermal", resize_aux: b
     """(BGR uint8, auxiliary frame with the model's channels) from two messages, checked as
     the stream sources check their frames. ``modality`` None: the auxiliary frame as it came
     (SimCMF builds its input with ``simcmf_image``)."""
-    from .streams import check_sizes
+    from ..sources.frames import check_sizes
 
     rgb, aux = rgb_frame(rgb_msg), model_aux(aux_msg, modality)
     if modality is not None:
@@ -240,17 +240,17 @@ def frame_pair(rgb_msg, aux_msg, modality: str | None = "thermal", resize_aux: b
 def model_aux(msg, modality: str | None = "thermal") -> np.ndarray:
     """An auxiliary message with the channels a GoPT model of ``modality`` takes (``aux_frame``
     then ``streams.to_aux``); ``modality`` None: the frame as it came."""
-    from .streams import _aux_channels, to_aux
+    from ..sources.frames import aux_channels, to_aux
 
     if modality is None:
         return aux_frame(msg)
-    return to_aux(aux_frame(msg, modality), _aux_channels(modality))
+    return to_aux(aux_frame(msg, modality), aux_channels(modality))
 
 
 def mask_images(bgr: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """The two images published per frame: class ids (mono8; a SimCMF mask as 0 / 1) and
     the classes' colours over the frame (bgr8)."""
-    from .preprocess import overlay
+    from ..colors import overlay
 
     labels = labels.astype(np.uint8)
     return labels, overlay(bgr, labels, num_classes)
@@ -261,7 +261,7 @@ def simcmf_image(config: dict, bgr: np.ndarray, aux: np.ndarray) -> np.ndarray:
     """SimCMF's H x W x C input from a pair's frames (``rgb_frame``, ``aux_frame``): the
     colour frame stacked with the auxiliary channels for RGB-first modalities (rgbt, rgbd,
     rgbnir ...), the auxiliary frame alone for the others (t, d, nir, hha)."""
-    from .streams import check_sizes, to_aux
+    from ..sources.frames import check_sizes, to_aux
 
     modality, in_chans = config.get("modality") or "", int(config["in_chans"])
     rgb_first = modality.startswith(("rgb", "pgsnet_rgb"))

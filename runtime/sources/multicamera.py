@@ -1,8 +1,8 @@
 """Several camera pairs, one model: the newest pending pair of each camera, batched.
 
     from runtime import Segmenter
-    from runtime.multicamera import multi_stream
-    from runtime.streams import open_source
+    from runtime.sources.multicamera import multi_stream
+    from runtime import open_source
 
     seg = Segmenter("gopt_rgbt.onnx")          # exported with --dynamic-batch to batch
     cams = [open_source(0, 1), open_source(2, 3)]
@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterator
 
-from .streams import FramePair, Result
+from .frames import FramePair, Result
 
 log = logging.getLogger(__name__)
 

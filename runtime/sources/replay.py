@@ -1,7 +1,7 @@
 """Frame pairs delivered at the rates cameras deliver them, each stamped with its capture time.
 
-    from runtime.replay import SensorRates, Replay
-    from runtime.streams import open_source, stream
+    from runtime.sources.replay import SensorRates, Replay
+    from runtime import open_source, stream
 
     # Two free-running sensors (RGB 30 Hz, thermal 8.7 Hz) over recorded frames:
     live = SensorRates(frames, rgb_hz=30, aux_hz=8.7, jitter_ms=2, duration_s=20)
@@ -31,7 +31,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .streams import FramePair
+from .frames import FramePair
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Capture:
 
 class Replay:
     """Deliver the frames of ``source`` (any object yielding ``FramePair``s with ``close()``:
-    ``runtime.streams.open_source``'s sources, a bag reader) at their timestamps, or at
+    ``runtime.open_source``'s sources, a bag reader) at their timestamps, or at
     ``rate_hz`` when they have none. ``duration_s``: stop after this much capture time
     (None: the whole source)."""
 

@@ -1,7 +1,7 @@
 """Paired sensor streams: the frame sources robots have, and a pipelined segmentation loop.
 
     from runtime import Segmenter
-    from runtime.streams import open_source, stream
+    from runtime import open_source, stream
 
     seg = Segmenter("gopt_rgbt.onnx")
     source = open_source("rgb.avi", "thermal.avi")          # or folders, an MFNet PNG, camera indices
@@ -47,109 +47,14 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from .frames import FrameFailure, FramePair, Result, Unmatched, aux_channels, check_sizes, one_line, to_aux, to_rgb
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".exr")
-AUX_CHANNELS = {"thermal": 1, "depth": 1, "hha": 3, "sar": 1}
 TIME_UNITS_MS = {"s": 1e3, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 STAGES = ("decode", "preprocess", "infer", "latency")
 
 
-@dataclass
-class FramePair:
-    index: int  # position in the source, counting from 0
-    name: str  # a file-name-safe name for outputs
-    timestamp: float | None  # ms on the source's clock (file name, video position, camera time)
-    rgb: np.ndarray  # H x W x 3 uint8, as decoded (BGR for OpenCV decoders)
-    aux: np.ndarray  # H x W (thermal, depth, SAR) or H x W x 3 (HHA), the sensor's own dtype
-    captured: float | None = None  # time.perf_counter() at capture, for live sources
-    sources: tuple = ()  # where the frame came from: file names, "video.avi#12", "camera 0#12"
-
-
-@dataclass
-class FrameFailure:
-    """A frame that could not be segmented, and why (one line)."""
-
-    index: int
-    name: str
-    sources: tuple
-    reason: str
-
-    def line(self) -> str:
-        where = ", ".join(self.sources) or self.name
-        return f"skipped frame {self.index} ({where}): {self.reason}"
-
-
-@dataclass
-class Unmatched:
-    """Frames a source could not pair (``count`` > 1: a run of video frames)."""
-
-    name: str
-    reason: str
-    count: int = 1
-
-    def line(self) -> str:
-        return f"not processed: {self.name}: {self.reason}"
-
-
-@dataclass
-class Result:
-    frame: FramePair
-    labels: np.ndarray  # H x W uint8 at the frame's size
-    timing: dict[str, float]  # ms: decode, preprocess, infer, latency
-    dropped: int = 0  # stale frames dropped so far in this stream
-
-
 # ---- helpers ----------------------------------------------------------------------------------
-
-
-def _aux_channels(modality: str) -> int:
-    if modality not in AUX_CHANNELS:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(AUX_CHANNELS)}")
-    return AUX_CHANNELS[modality]
-
-
-def one_line(e: BaseException) -> str:
-    """An error as one line: the project's own messages as they are, others with their type."""
-    text = " ".join(str(e).split())
-    if isinstance(e, (ValueError, OSError)):
-        return text
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _grey(img: np.ndarray) -> bool:
-    """A 3- or 4-channel decode of a grey picture: its colour channels agree (up to codec noise)."""
-    c = img[..., :3].astype(np.int16)
-    spread = np.maximum(np.abs(c[..., 0] - c[..., 1]), np.abs(c[..., 1] - c[..., 2]))
-    return float(spread.mean()) <= 4.0
-
-
-def to_rgb(rgb: np.ndarray) -> np.ndarray:
-    """A decoded colour frame without its alpha channel. A grey (one-channel) picture stays
-    as it is, so that Segmenter's checks refuse it as they refuse it from the Python API."""
-    if rgb.ndim == 3 and rgb.shape[2] == 1:
-        return rgb[..., 0]
-    if rgb.ndim == 3 and rgb.shape[2] == 4:
-        return np.ascontiguousarray(rgb[..., :3])
-    return rgb
-
-
-def to_aux(aux: np.ndarray, channels: int) -> np.ndarray:
-    """A decoded auxiliary frame with the channels the model takes: a 3-channel (BGR) decode
-    of a grey sensor becomes one grey channel; an alpha channel is dropped. A colour picture
-    given for a one-channel sensor stays in colour, for Segmenter's checks to refuse."""
-    if aux.ndim == 3 and aux.shape[2] == 1:
-        aux = aux[..., 0]
-    if aux.ndim == 3 and channels == 1 and aux.shape[2] in (3, 4) and _grey(aux):
-        return cv2.cvtColor(aux, cv2.COLOR_BGR2GRAY if aux.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
-    if aux.ndim == 3 and channels == 3 and aux.shape[2] == 4:
-        return np.ascontiguousarray(aux[..., :3])
-    return aux
-
-
-def check_sizes(name: str, rgb: np.ndarray, aux: np.ndarray, resize_aux: bool) -> None:
-    if not resize_aux and rgb.shape[:2] != aux.shape[:2]:
-        raise ValueError(f"{name}: rgb {rgb.shape[1]}x{rgb.shape[0]} and aux {aux.shape[1]}x{aux.shape[0]} "
-                         "frames differ in size; use resize_aux (--resize-aux) if the two sensors cover "
-                         "the same field of view")
 
 
 def _exists(path) -> Path:
@@ -218,7 +123,7 @@ class ImagePair:
 
     def __init__(self, rgb_path, aux_path, modality: str = "thermal", resize_aux: bool = False):
         self.rgb_path, self.aux_path = _exists(rgb_path), _exists(aux_path)
-        self.channels, self.resize_aux = _aux_channels(modality), resize_aux
+        self.channels, self.resize_aux = aux_channels(modality), resize_aux
         self.skipped, self.unmatched = 0, []
 
     def __iter__(self) -> Iterator[FramePair]:
@@ -244,7 +149,7 @@ class FolderPair:
             raise ValueError(f"match must be 'name' or 'timestamp', got {match!r}")
         if time_unit not in TIME_UNITS_MS:
             raise ValueError(f"time_unit must be one of {list(TIME_UNITS_MS)}, got {time_unit!r}")
-        self.channels, self.resize_aux = _aux_channels(modality), resize_aux
+        self.channels, self.resize_aux = aux_channels(modality), resize_aux
         rgb_files, aux_files = list_images(rgb_dir), list_images(aux_dir)
         check_unique_names(rgb_files)
         if match == "name":
@@ -349,7 +254,7 @@ class VideoPair:
         if modality == "depth":
             raise ValueError(f"{aux_path}: depth from a video file has lost its 16-bit values; "
                              "record depth as a folder of 16-bit PNGs")
-        self.channels, self.resize_aux = _aux_channels(modality), resize_aux
+        self.channels, self.resize_aux = aux_channels(modality), resize_aux
         self.paths = (_exists(rgb_path), _exists(aux_path))
         self.caps = []
         for p in self.paths:
@@ -420,7 +325,7 @@ class CameraPair:
                  width: int | None = None, height: int | None = None):
         if int(rgb_index) == int(aux_index):
             raise ValueError(f"camera {rgb_index} given for both rgb and aux")
-        self.channels, self.resize_aux = _aux_channels(modality), resize_aux
+        self.channels, self.resize_aux = aux_channels(modality), resize_aux
         self.indices = (int(rgb_index), int(aux_index))
         self.caps = [open_camera(self.indices[0], width, height)]
         try:
@@ -470,12 +375,12 @@ def open_source(rgb=None, aux=None, modality: str = "thermal", resize_aux: bool 
                 aux_topic: str | None = None):
     """The source for what ``rgb`` and ``aux`` are: two camera indices, two folders, two
     videos, two images, or (``aux`` None) an MFNet 4-channel PNG file or folder. Or a ROS
-    bag: ``bag=PATH, rgb_topic=..., aux_topic=...`` (``runtime.bags.BagPair``, messages
+    bag: ``bag=PATH, rgb_topic=..., aux_topic=...`` (``runtime.ros.bags.BagPair``, messages
     paired by header stamp within ``max_skew_ms``, default 20; folders default to 50)."""
     if bag is not None:
         if rgb is not None or aux is not None:
             raise ValueError("give either a bag (with its topics) or rgb / aux sources, not both")
-        from .bags import BagPair
+        from ..ros.bags import BagPair
 
         return BagPair(bag, rgb_topic, aux_topic, 20.0 if max_skew_ms is None else max_skew_ms, modality, resize_aux)
     if rgb is None:

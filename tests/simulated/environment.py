@@ -66,7 +66,7 @@ def native_plugin_creators() -> list[tuple[str, str, str]]:
 
 def install(monkeypatch, version: str) -> TrtEnv:
     """Put a fresh simulated TensorRT ``version`` and CUDA runtime where the product imports them."""
-    from runtime import plugin_ops
+    from runtime.backends import plugin_ops
 
     cuda, libraries = SimulatedCuda(), PluginLibraries()
     trt = make_tensorrt(version, cuda, libraries)
@@ -85,7 +85,7 @@ def install(monkeypatch, version: str) -> TrtEnv:
 
 
 def real_or_skip() -> TrtEnv:
-    from runtime.trt_backend import BackendUnavailable, cuda_device, import_cudart, import_tensorrt
+    from runtime.backends.trt_backend import BackendUnavailable, cuda_device, import_cudart, import_tensorrt
 
     try:
         trt = import_tensorrt()

@@ -118,7 +118,7 @@ class Executor:
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         if plugins:  # the plugin layers run as the project's onnxruntime-extensions ops
-            from runtime import plugin_ops
+            from runtime.backends import plugin_ops
             opts.register_custom_ops_library(plugin_ops.extensions_library())
         self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         self._shapes: dict[tuple, dict] = {}
