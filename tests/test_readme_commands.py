@@ -263,3 +263,24 @@ def test_the_parser_reads_blocks_continuations_and_inline_commands():
     assert got == [("python demo.py --modality depth", 1, False, "demo"),
                    ("python -m runtime MODEL --rgb A [--aux B]", 4, True, "runtime.__main__"),
                    ("python3 -m venv .venv", 6, False, "venv"), ("python demo.py", 6, False, "demo")]
+
+
+def anchor(heading: str) -> str:
+    """A heading's anchor as GitHub writes it: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_pages_resolve():
+    """Every relative link of the README and docs/ names a file that exists and, with #, a heading of it."""
+    broken = []
+    for page in pages():
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"^[a-z]+://", target):
+                continue
+            path, _, fragment = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page_name(page)}: {target}: no such file")
+            elif fragment and fragment not in {anchor(h) for h in re.findall(r"^#+ (.+)$", file.read_text(), re.M)}:
+                broken.append(f"{page_name(page)}: {target}: no such heading")
+    assert not broken, "\n".join(broken)
