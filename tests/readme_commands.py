@@ -1,6 +1,7 @@
-"""The commands the README shows, read from its text: shell blocks (continuation lines joined,
-``&&`` chains split, comments dropped) and inline ``python ...`` spans, in document order.
-``tests/test_readme_commands.py`` runs them; ``tests/test_outputs.py`` reads their output folders."""
+"""The commands the documentation shows (README.md and every page of docs/), read from its
+text: shell blocks (continuation lines joined, ``&&`` chains split, comments dropped) and inline
+``python ...`` spans, in document order, page by page. ``tests/test_readme_commands.py`` runs
+them; ``tests/test_outputs.py`` reads their output folders."""
 from __future__ import annotations
 
 import re
@@ -10,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 FENCED = re.compile(r"^```(\w*)\n(.*?)^```[ \t]*$", re.S | re.M)
 SHELLS = ("bash", "sh", "")
 INLINE = re.compile(r"`((?:python3?|time python) [^`\n]+)`")
@@ -19,8 +21,13 @@ PLACEHOLDER = re.compile(r"^(?:[A-Z][A-Z0-9_]*(?:\.[\w.()|]+)?|.*\$\w+.*|.*<[^>]
 
 @dataclass
 class Command:
-    text: str  # one command line as the README shows it (continuations joined)
-    line: int  # where it is in the README (1-based)
+    text: str  # one command line as the page shows it (continuations joined)
+    line: int  # where it is in the page (1-based)
+    page: str = "README.md"  # the page, relative to the checkout
+
+    @property
+    def where(self) -> str:
+        return f"{self.page} line {self.line}"
 
     def words(self) -> list[str]:
         try:
@@ -52,9 +59,22 @@ def _strip_comment(line: str) -> str:
     return "" if line.startswith("#") else re.sub(r"\s+#\s.*$", "", line).rstrip()
 
 
-def readme_commands(text: str | None = None) -> list[Command]:
-    """Every command of the README's shell blocks and inline ``python ...`` spans (with at
-    least one argument), in the order a reader meets them."""
+def pages() -> list[Path]:
+    """The README, then every page of docs/ by name."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def page_name(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def page_commands(path: Path) -> list[Command]:
+    return readme_commands(path.read_text(), page_name(path))
+
+
+def readme_commands(text: str | None = None, page: str = "README.md") -> list[Command]:
+    """Every command of a page's shell blocks and inline ``python ...`` spans (with at least
+    one argument), in the order a reader meets them; by default the README's."""
     text = README.read_text() if text is None else text
     found = []
     for block in FENCED.finditer(text):
@@ -73,9 +93,9 @@ def readme_commands(text: str | None = None) -> list[Command]:
                 joined.append((line, start + i))
         for line, at in joined:
             for part in line.rstrip("\\").split(" && "):
-                found.append(Command(" ".join(part.split()), at))
+                found.append(Command(" ".join(part.split()), at, page))
     for span in INLINE.finditer(text):
-        command = Command(" ".join(span.group(1).split()), text.count("\n", 0, span.start()) + 1)
+        command = Command(" ".join(span.group(1).split()), text.count("\n", 0, span.start()) + 1, page)
         if len(command.words()) > (3 if " -m " in command.text else 2):  # the tool and an argument
             found.append(command)
     return sorted(found, key=lambda c: c.line)

@@ -114,14 +114,14 @@ def test_no_check_says_unchecked(tmp_path, capsys):
 
 
 def readme_output_folders():
-    """The top-level folders the README's commands write into (--out, -o, --output-dir, ...):
-    its commands as tests/readme_commands.py reads them (tests/test_readme_commands.py runs
-    them), and its Python examples."""
-    from readme_commands import FENCED, readme_commands
+    """The top-level folders the commands of the README and docs/ write into (--out, -o,
+    --output-dir, ...): their commands as tests/readme_commands.py reads them
+    (tests/test_readme_commands.py runs them), and their Python examples."""
+    from readme_commands import FENCED, page_commands, pages
 
-    text = open(os.path.join(ROOT, "README.md")).read()
-    python = [b.group(2) for b in FENCED.finditer(text) if b.group(1) == "python"]
-    blocks = "\n".join([c.text for c in readme_commands(text)] + python)
+    texts = [page.read_text() for page in pages()]
+    python = [b.group(2) for text in texts for b in FENCED.finditer(text) if b.group(1) == "python"]
+    blocks = "\n".join([c.text for page in pages() for c in page_commands(page)] + python)
     found = set(re.findall(r"(?:--out|-o|--output|--output-dir|--work-dir|--json|--plot)[ =]([\w./-]+)", blocks))
     found |= set(re.findall(r"[\"'](\w+)/[\w.-]+\.(?:pt|pth|onnx|engine|plan)[\"']", blocks))
     found |= {"demo_out", "checkpoints"}  # demo.py's defaults
