@@ -32,7 +32,7 @@ probabilities) and every argmax input chain (GoPT's prompter assignments and the
 argmax, export/graph.py) stay fp32. Dynamic quantization only touches MatMuls with a
 constant weight; the MatMuls the policy keeps read two activations, so they stay fp32 there
 in any case (quantizing every activation x activation MatMul as well, without the policy,
-costs the demo checkpoint 6% of the night frame's labels; see README).
+costs the demo checkpoint 6% of the night frame's labels; see docs/quantization.md).
 
 The result is checked against the fp32 model in ONNX Runtime on the bundled real frames:
 GoPT label agreement and logit error, SimCMF mask IoU over clicks; with --eval, also the

@@ -284,7 +284,7 @@ def write_command(args) -> int:
               "serves it without batching requests; export with --dynamic-batch to batch them")
     if ENSEMBLE in configs and configs[ENSEMBLE].platform == "ensemble":
         print("note: the Python preprocess / postprocess models import this project: "
-              "pip install it into the server's Python (see README, Triton Inference Server)")
+              "pip install it into the server's Python (see docs/fleet.md, Triton Inference Server)")
     return 0
 
 

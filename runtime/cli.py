@@ -147,7 +147,7 @@ PLOT_FORMATS = (".png", ".svg", ".pdf")
 def check_result_outputs(json_path=None, plot_path=None) -> None:
     """A benchmark's ``--json`` / ``--plot``: checked before the first measurement, so that a
     run's results are never lost at its end. Earlier results under the same names are
-    replaced (the README's commands re-measure into benchmarks/results)."""
+    replaced (the documented commands re-measure into benchmarks/results)."""
     if json_path is not None:
         output_file(json_path, replace=True)
     if plot_path is not None:

@@ -303,7 +303,7 @@ def test_command_line_rgbd_esanet(tmp_path, tiny_gopt_models, storage, capsys):
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3", "ros1"])
 def test_copy_inputs_round_trips_every_input_format(tmp_path, tiny_gopt_models, storage, capsys):
-    """--copy-inputs from each bag format the README lists (rosbag2 MCAP and sqlite3, ROS 1):
+    """--copy-inputs from each bag format docs/ros2.md lists (rosbag2 MCAP and sqlite3, ROS 1):
     the copied Image and CompressedImage messages read back with the input's stamps, frame
     ids and pixels (ROS 1 messages converted to ROS 2's types, Header.seq dropped)."""
     n = 4

@@ -167,7 +167,7 @@ def test_ort_profile_shares_add_up(tmp_path):
 
 
 def test_interleaved_cpu_precisions_onnx_runtime_and_openvino(tmp_path):
-    """The README's CPU table in small: fp32 / bf16 / INT8 on ONNX Runtime and OpenVINO, timed in
+    """The CPU table of docs/benchmarks.md in small: fp32 / bf16 / INT8 on ONNX Runtime and OpenVINO, timed in
     turns with PyTorch eager. INT8 is the model made for each backend (ONNX Runtime: dynamic;
     OpenVINO: Q/DQ); ONNX Runtime bf16 is listed as unavailable with its reason."""
     import pytest

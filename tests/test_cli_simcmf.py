@@ -110,7 +110,7 @@ def test_overlay_has_a_legend_of_the_classes_present(gopt_onnx, tmp_path):
 def test_the_legend_hides_nothing():
     """The legend is a strip beside the frame: no pixel of the frame is covered (the depth
     demo's 512x424 frame with every one of SUN RGB-D's 37 classes, each in the legend, none
-    cut off), and the README's background click at (100, 50) shows in its own colour."""
+    cut off), and docs/runtime.md's background click at (100, 50) shows in its own colour."""
     from models.demo_checkpoint import SUNRGBD_CLASSES
 
     bgr = cv2.imread(os.path.join(ROOT, "data", "samples", "esanet_rgb.png"), cv2.IMREAD_COLOR)

@@ -267,7 +267,7 @@ def test_an_existing_repository_is_refused_unless_overwrite(models, tmp_path, ca
 
 
 def test_a_batch_one_export_says_it_is_not_batched(models, tmp_path, capsys):
-    """The README's demo export has a fixed batch of 1: without --max-batch the repository
+    """The demo export of docs/fleet.md has a fixed batch of 1: without --max-batch the repository
     serves it one frame per call and says so; --max-batch 16 names the fix in one line."""
     assert run(parse_args([str(models / "tiny.pt"), "-o", str(models / "fixed1.onnx"), "--no-check"])) == 0
     capsys.readouterr()
