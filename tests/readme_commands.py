@@ -15,6 +15,8 @@ DOCS = ROOT / "docs"
 FENCED = re.compile(r"^```(\w*)\n(.*?)^```[ \t]*$", re.S | re.M)
 SHELLS = ("bash", "sh", "")
 INLINE = re.compile(r"`((?:python3?|time python) [^`\n]+)`")
+# the commands that run a package (its __main__.py holds main())
+PACKAGE_COMMANDS = ("runtime", "runtime.batch")
 # a token that stands for something the user supplies: MODEL, CKPT, OUT.png, SIMCMF.encoder.onnx, $DATA/x, <yy.mm>
 PLACEHOLDER = re.compile(r"^(?:[A-Z][A-Z0-9_]*(?:\.[\w.()|]+)?|.*\$\w+.*|.*<[^>]+>.*)$")
 
@@ -49,7 +51,7 @@ class Command:
         if not words or words[0] not in ("python", "python3") or len(words) < 2:
             return None
         if words[1] == "-m" and len(words) > 2:
-            return "runtime.__main__" if words[2] == "runtime" else words[2]
+            return words[2] + ".__main__" if words[2] in PACKAGE_COMMANDS else words[2]
         if words[1].endswith(".py"):
             return words[1][:-3].replace("/", ".")
         return None
